@@ -1,0 +1,156 @@
+"""MNIST digits: train a classifier on real MNIST and export it for TF Serving.
+
+    python -m apps.mnist                  # default model: >= 99.5 % test accuracy, < 10 min on 2 CPU cores
+    python -m apps.mnist --model cnn      # the seed article's CNN (S2), exactly
+    python -m apps.mnist --smoke          # the whole path on a slice of the data, in seconds
+
+The model takes raw uint8 pixels; scaling happens inside it, so training, the
+exported SavedModel and TF Serving all see the same preprocessing.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import keras
+from keras import layers
+
+from pipelines import mnist as mnist_data
+from pipelines.input import random_shift
+from training import callbacks as cb
+from training.config import ModelSpec
+
+NAME = "mnist"
+CLASS_NAMES = [str(d) for d in range(10)]
+
+
+# ---- Data -------------------------------------------------------------------
+
+def load_data(config):
+    """Unbatched (uint8 [28, 28, 1], int64) train / validation / test splits."""
+    return mnist_data.load(config.data_source, config.data_dir, smoke=config.smoke)
+
+
+def augment(images, labels, seed):
+    """Random shifts of up to 2 pixels: digits are centred by mass in MNIST, and
+    small offsets are the one variation the test set really has."""
+    return random_shift(images, 2, seed), labels
+
+
+# ---- Models -----------------------------------------------------------------
+
+def _inputs():
+    image = keras.Input((28, 28, 1), dtype="uint8", name="image")
+    return image, layers.Rescaling(1 / 255.0)(image)
+
+
+def _adam(config, default=1e-3):
+    return keras.optimizers.Adam(config.learning_rate or default)
+
+
+def build_mlp(config, steps_per_epoch):
+    """S1: Flatten -> Dense 128 relu -> Dense 10 softmax; Adam; sparse cross-entropy."""
+    image, x = _inputs()
+    x = layers.Flatten()(x)
+    x = layers.Dense(128, activation="relu")(x)
+    probabilities = layers.Dense(10, activation="softmax", dtype="float32", name="probabilities")(x)
+    model = keras.Model(image, probabilities, name="mnist_mlp")
+    return model, dict(optimizer=_adam(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+
+def build_cnn(config, steps_per_epoch):
+    """S2: Conv32 -> Pool -> Conv64 -> Pool -> Dense 128 -> Dropout 0.5 -> Dense 10.
+
+    The article's categorical cross-entropy on one-hot labels is the same loss
+    as sparse cross-entropy on integer labels; the integer form is kept so
+    every MNIST model shares one pipeline.
+    """
+    image, x = _inputs()
+    x = layers.Conv2D(32, 3, activation="relu")(x)  # (B, 26, 26, 32)
+    x = layers.MaxPooling2D(2)(x)  # (B, 13, 13, 32)
+    x = layers.Conv2D(64, 3, activation="relu")(x)  # (B, 11, 11, 64)
+    x = layers.MaxPooling2D(2)(x)  # (B, 5, 5, 64)
+    x = layers.Flatten()(x)
+    x = layers.Dense(128, activation="relu")(x)
+    x = layers.Dropout(0.5)(x)
+    probabilities = layers.Dense(10, activation="softmax", dtype="float32", name="probabilities")(x)
+    model = keras.Model(image, probabilities, name="mnist_cnn")
+    return model, dict(optimizer=_adam(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+
+def _conv_bn(x, filters):
+    x = layers.Conv2D(filters, 3, use_bias=False)(x)  # BN supplies the bias
+    x = layers.BatchNormalization()(x)
+    return layers.ReLU()(x)
+
+
+def build_cnn_bn(config, steps_per_epoch):
+    """The default: S2's shape with batch norm, shift augmentation, AdamW and a
+    one-cycle schedule (warm up for 20 % of the steps, then cosine decay).
+
+    Batch norm and the schedule are what take S2 from ~99.2 % to >= 99.5 %;
+    a wider network gained nothing here that was worth its time on 2 cores.
+    """
+    image, x = _inputs()
+    x = _conv_bn(x, 32)  # (B, 26, 26, 32)
+    x = layers.MaxPooling2D(2)(x)  # (B, 13, 13, 32)
+    x = _conv_bn(x, 64)  # (B, 11, 11, 64)
+    x = layers.MaxPooling2D(2)(x)  # (B, 5, 5, 64)
+    x = layers.Flatten()(x)
+    x = layers.Dropout(0.25)(x)
+    x = layers.Dense(128, use_bias=False)(x)
+    x = layers.ReLU()(layers.BatchNormalization()(x))
+    x = layers.Dropout(0.25)(x)
+    probabilities = layers.Dense(10, activation="softmax", dtype="float32", name="probabilities")(x)
+    model = keras.Model(image, probabilities, name="mnist_cnn_bn")
+    total = config.epochs * (steps_per_epoch or 1)
+    warmup = max(total // 5, 1)
+    peak = config.learning_rate or 3e-3
+    schedule = keras.optimizers.schedules.CosineDecay(
+        peak / 10, max(total - warmup, 1), alpha=0.01, warmup_target=peak, warmup_steps=warmup
+    )
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=5e-4)
+    return model, dict(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+
+DEFAULT_MODEL = "cnn_bn"
+MODELS = {
+    "cnn_bn": ModelSpec(build_cnn_bn, epochs=12, batch_size=128, augment=True,
+                        help="default: CNN + batch norm + shift augmentation + one-cycle AdamW"),
+    "cnn": ModelSpec(build_cnn, epochs=10, batch_size=64, help="seed S2, the article's CNN"),
+    "mlp": ModelSpec(build_mlp, epochs=5, batch_size=32, help="seed S1, the article's MLP"),
+}
+
+
+# ---- Serving ----------------------------------------------------------------
+
+SERVING_SIGNATURE = {"images": tf.TensorSpec([None, 28, 28], tf.uint8)}
+SERVING_OUTPUTS = ("probabilities", "class")
+
+
+def serve(model, images):
+    """Raw uint8 images [B, 28, 28] -> class probabilities [B, 10] and predicted class [B]."""
+    probabilities = model(tf.expand_dims(images, -1), training=False)
+    return {"probabilities": probabilities, "class": tf.argmax(probabilities, axis=-1)}
+
+
+def serving_inputs(features):
+    """A pipeline batch (uint8 [B, 28, 28, 1]) as serving inputs."""
+    return {"images": np.asarray(features)[..., 0]}
+
+
+# ---- TensorBoard --------------------------------------------------------------
+
+def tensorboard_callbacks(logdir, splits, test):
+    images, labels = next(iter(splits.test.batch(32)))
+    return [
+        cb.SamplePredictions(logdir, np.asarray(images), np.asarray(labels), CLASS_NAMES),
+        cb.ConfusionMatrix(logdir, test, CLASS_NAMES),
+    ]
+
+
+if __name__ == "__main__":
+    import sys
+
+    from training.run import main
+
+    raise SystemExit(main(sys.modules[__name__]))

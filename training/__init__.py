@@ -1,0 +1,1 @@
+"""Shared machinery every app runs on: config, strategy, the run function, TensorBoard, export."""

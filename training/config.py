@@ -1,0 +1,178 @@
+"""Run configuration: one typed dataclass and one command-line vocabulary for every app.
+
+Every app's command line is built here from the app module's MODELS dict, so
+`--epochs`, `--strategy`, `--smoke`, ... mean the same thing everywhere. Bad
+input never gets a traceback: it raises UsageError, which the CLI prints as one
+line and exits with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Callable, NamedTuple
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+
+class ModelSpec(NamedTuple):
+    """One entry of an app's MODELS dict: how to build it and how it trains by default.
+
+    build(config, steps_per_epoch) returns (model, compile_kwargs) and is called
+    inside strategy.scope(). augment: train on app.augment'ed batches.
+    """
+
+    build: Callable
+    epochs: int
+    batch_size: int
+    help: str
+    augment: bool = False
+
+
+STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "tpu")
+MIXED_PRECISION = ("auto", "off", "float16", "bfloat16")
+DATA_SOURCES = ("auto", "tfds", "mirror")
+
+
+def default_data_dir() -> str:
+    """Where downloads and converted data sets are cached (outside the repo)."""
+    return os.environ.get(
+        "TFSUITE_DATA_DIR", os.path.join(os.path.expanduser("~"), ".cache", "tf-app-suite")
+    )
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Everything one run needs; saved as JSON beside its checkpoints and its export."""
+
+    app: str
+    model: str
+    epochs: int
+    batch_size: int  # global: per-replica batch x replicas
+    learning_rate: float | None = None  # None: the model's own default
+    seed: int = 42
+    strategy: str = "auto"
+    cpu_devices: int = 1
+    mixed_precision: str = "auto"
+    xla: str = "auto"
+    steps_per_execution: int = 1
+    data_source: str = "auto"
+    data_dir: str = dataclasses.field(default_factory=default_data_dir)
+    logdir: str = "runs"
+    export_dir: str = "saved_models"
+    fresh: bool = False
+    smoke: bool = False
+    log_every: int = 100
+    backup_every: int = 200
+    profile: str = ""
+    run_id: str = ""
+    options: dict = dataclasses.field(default_factory=dict)  # app-specific flags
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    def identity(self) -> str:
+        """A short hash of what determines the trained model.
+
+        Rerunning the same command gives the same identity, which is how an
+        interrupted run is found again and resumed. Where outputs go and
+        --fresh/--run-id do not change the model, so they are left out.
+        """
+        fields = dataclasses.asdict(self)
+        for key in ("fresh", "run_id", "logdir", "export_dir", "data_dir", "profile"):
+            fields.pop(key)
+        blob = json.dumps(fields, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:8]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would print usage and exit; we want one line
+        raise UsageError(f"{message} (see --help)")
+
+
+def _positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
+def _profile_window(text):
+    if not text:
+        return ""
+    parts = text.split(",")
+    try:
+        start, stop = (int(p) for p in parts) if len(parts) == 2 else (int(parts[0]),) * 2
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected STEP or START,STOP, got {text!r}")
+    if not 0 < start <= stop:
+        raise argparse.ArgumentTypeError(f"need 0 < START <= STOP, got {text!r}")
+    return f"{start},{stop}"
+
+
+def build_parser(app) -> argparse.ArgumentParser:
+    """The shared command line, with the app's model choices and its own extra flags."""
+    models = "; ".join(f"{name}: {spec.help}" for name, spec in app.MODELS.items())
+    parser = _Parser(
+        prog=f"python -m apps.{app.NAME}",
+        description=(app.__doc__ or "").strip().splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--model", choices=list(app.MODELS), default=app.DEFAULT_MODEL, help=models)
+    add("--epochs", type=_positive(int), help="training epochs (default: the model's own; 1 with --smoke)")
+    add("--batch-size", type=_positive(int), help="GLOBAL batch size, split across replicas (default: the model's own)")
+    add("--learning-rate", type=_positive(float), help="peak learning rate (default: the model's own)")
+    add("--seed", type=int, default=42, help="seeds weights, shuffling and augmentation; the input pipeline is deterministic")
+    add("--strategy", choices=STRATEGIES, default="auto",
+        help="tf.distribute strategy; auto: TPU if found, else all GPUs (mirrored), else one GPU, else CPU")
+    add("--cpu-devices", type=_positive(int), default=1,
+        help="split the CPU into N logical devices (lets 'mirrored' run N replicas without GPUs)")
+    add("--mixed-precision", choices=MIXED_PRECISION, default="auto",
+        help="auto: bfloat16 on TPU, float16 on GPUs with compute capability >= 7.0, off on CPU")
+    add("--xla", choices=("auto", "on", "off"), default="auto", help="XLA-compile the train step (auto: Keras decides; off on CPU)")
+    add("--steps-per-execution", type=_positive(int), default=1, help="train steps per tf.function call")
+    add("--data-source", choices=DATA_SOURCES, default="auto",
+        help="tfds: TensorFlow Datasets; mirror: the hash-pinned offline mirror; auto: TFDS if prepared or reachable, else mirror")
+    add("--data-dir", default=default_data_dir(), help="cache for downloads and converted data (env TFSUITE_DATA_DIR)")
+    add("--logdir", default="runs", help="TensorBoard logs and checkpoints go to LOGDIR/<app>/<run id>/")
+    add("--export-dir", default="saved_models", help="SavedModels go to EXPORT_DIR/<app>/<version>/")
+    add("--fresh", action="store_true", help="start a new run even if an interrupted run of the same command exists")
+    add("--smoke", action="store_true", help="a small slice of the data and one short epoch: tries the whole path in seconds")
+    add("--log-every", type=_positive(int), default=100, help="write step-level TensorBoard scalars every N steps")
+    add("--backup-every", type=_positive(int), default=200, help="back up weights and optimizer every N steps, for resume")
+    add("--profile", type=_profile_window, default="", help="profile steps START,STOP into TensorBoard's Profile tab")
+    add("--run-id", default="", help="name the run folder yourself (default: <model>-<config hash>-<n>)")
+    if hasattr(app, "add_arguments"):
+        app.add_arguments(parser.add_argument_group(f"{app.NAME} options"))
+    return parser
+
+
+def parse_config(app, argv) -> RunConfig:
+    """Turn a command line into a RunConfig, filling gaps from the chosen model's defaults."""
+    args = vars(build_parser(app).parse_args(argv))
+    spec = app.MODELS[args["model"]]
+    common = {f.name for f in dataclasses.fields(RunConfig)}
+    options = {k: v for k, v in args.items() if k not in common}
+    config = RunConfig(app=app.NAME, options=options, **{k: v for k, v in args.items() if k in common})
+    if config.epochs is None:
+        config.epochs = 1 if config.smoke else spec.epochs
+    if config.batch_size is None:
+        config.batch_size = spec.batch_size
+    if config.smoke:  # make step-level logging and backups visible within a short run
+        config.log_every = min(config.log_every, 5)
+        config.backup_every = min(config.backup_every, 10)
+    if config.run_id and (os.sep in config.run_id or config.run_id.startswith(".")):
+        raise UsageError(f"--run-id must be a plain folder name, got {config.run_id!r}")
+    return config

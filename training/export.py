@@ -1,0 +1,133 @@
+"""Export for TF Serving: numbered SavedModel versions, written atomically and verified.
+
+TF Serving watches EXPORT_DIR/<app>/ and loads the highest integer folder. So a
+version is first written to a hidden temporary folder, reloaded in a fresh
+Python process and compared with the in-memory model, and only then renamed
+into place: Serving never sees a half-written or broken version, and earlier
+versions are never touched.
+
+Run as a module, this file is that fresh process:
+    python -m training.export verify DIR INPUTS.npz EXPECTED.npz
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+VERIFY_TOLERANCE = 1e-5
+
+
+def existing_versions(base: Path) -> list[int]:
+    if not base.exists():
+        return []
+    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def next_version(base: Path) -> int:
+    versions = existing_versions(base)
+    return versions[-1] + 1 if versions else 1
+
+
+def serving_endpoint(app, model):
+    """(fn, input_signature) for app.serve, with every input named after the app's signature keys."""
+    import tensorflow as tf
+
+    names = list(app.SERVING_SIGNATURE)
+    specs = [tf.TensorSpec(s.shape, s.dtype, name=n) for n, s in app.SERVING_SIGNATURE.items()]
+
+    def serve(*tensors):
+        return app.serve(model, **dict(zip(names, tensors)))
+
+    return serve, specs
+
+
+def write_saved_model(app, model, path: Path) -> None:
+    import keras
+
+    serve, specs = serving_endpoint(app, model)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", serve, input_signature=specs)
+    archive.write_out(str(path), verbose=False)
+
+
+def sample_request(inputs: dict, rows: int = 2) -> dict:
+    """A TF Serving REST body ("instances" with named inputs) for the first rows."""
+    return {
+        "signature_name": "serving_default",
+        "instances": [{name: np.asarray(v[i]).tolist() for name, v in inputs.items()} for i in range(rows)],
+    }
+
+
+def export_version(app, model, config, base: Path, inputs: dict, chief: bool = True) -> Path | None:
+    """Write, verify and publish the next version under base; returns its folder.
+
+    inputs: a small batch of raw serving inputs (real test examples), used to
+    compare the reloaded SavedModel with the in-memory model.
+    Non-chief workers of a multi-worker run write to a scratch folder and
+    discard it: saving distributed variables is a collective step all must join.
+    """
+    if not chief:
+        with tempfile.TemporaryDirectory() as scratch:
+            write_saved_model(app, model, Path(scratch) / "model")
+        return None
+    base.mkdir(parents=True, exist_ok=True)
+    version = next_version(base)
+    staging = base / f".tmp-{version}-{os.getpid()}"
+    try:
+        write_saved_model(app, model, staging)
+        (staging / "run_config.json").write_text(config.to_json())
+        (staging / "sample_request.json").write_text(json.dumps(sample_request(inputs)))
+        serve, _ = serving_endpoint(app, model)
+        expected = {k: np.asarray(v) for k, v in serve(*inputs.values()).items()}
+        verify_in_fresh_process(staging, inputs, expected)
+        final = base / str(version)
+        os.rename(staging, final)  # atomic; fails rather than replace an existing version
+        return final
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def verify_in_fresh_process(path: Path, inputs: dict, expected: dict) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        np.savez(Path(tmp) / "inputs.npz", **inputs)
+        np.savez(Path(tmp) / "expected.npz", **expected)
+        result = subprocess.run(
+            [sys.executable, "-m", "training.export", "verify", str(path), f"{tmp}/inputs.npz", f"{tmp}/expected.npz"],
+            capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parent.parent,
+        )
+    if result.returncode != 0:
+        tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"the exported SavedModel failed verification in a fresh process: {tail}")
+
+
+def verify(path: str, inputs_file: str, expected_file: str) -> str:
+    """Load the SavedModel, call serving_default on inputs, compare with expected."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(path)
+    signature = loaded.signatures["serving_default"]
+    inputs = dict(np.load(inputs_file))
+    expected = dict(np.load(expected_file))
+    outputs = {k: v.numpy() for k, v in signature(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
+    if set(outputs) != set(expected):
+        raise AssertionError(f"outputs {sorted(outputs)} != expected {sorted(expected)}")
+    for name, want in expected.items():
+        got = outputs[name]
+        if got.shape != want.shape or not np.allclose(got, want, atol=VERIFY_TOLERANCE):
+            raise AssertionError(f"output {name!r} differs from the in-memory model")
+    return f"verified {path}: outputs {sorted(outputs)} match on {len(next(iter(inputs.values())))} examples"
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 5 or sys.argv[1] != "verify":
+        sys.exit("usage: python -m training.export verify DIR INPUTS.npz EXPECTED.npz")
+    print(verify(*sys.argv[2:]))

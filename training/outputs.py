@@ -1,0 +1,76 @@
+"""Where a run writes: its run folder (found again on resume), and the closing report.
+
+A run folder is LOGDIR/<app>/<model>-<config hash>-<n>. Rerunning the same
+command finds the newest folder with the same model and hash; if that run never
+finished (no FINISHED file) it is resumed from its backup, otherwise run n+1
+starts. The name is derived from the command, not the clock, so every worker of
+a multi-worker run arrives at the same folder without talking to the others.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from training.config import UsageError
+
+FINISHED = "FINISHED.json"
+
+
+def check_writable(folder: Path, flag: str) -> None:
+    """Fail in the first second, not after training, when an output folder can't be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise UsageError(f"{flag} {folder} is not writable ({err.strerror}); choose another folder") from None
+
+
+def resolve_run_dir(config) -> tuple[Path, bool]:
+    """(run folder, resuming?) for this config."""
+    base = Path(config.logdir) / config.app
+    check_writable(base, "--logdir")
+    if config.run_id:
+        run_dir = base / config.run_id
+        if (run_dir / FINISHED).exists():
+            raise UsageError(f"run {run_dir} already finished; pick another --run-id (nothing was changed)")
+        if config.fresh and run_dir.exists():
+            raise UsageError(f"--fresh with --run-id {config.run_id}: that folder exists; pick a new --run-id")
+        return run_dir, run_dir.exists()
+    prefix = f"{config.model}-{config.identity()}"
+    pattern = re.compile(re.escape(prefix) + r"-(\d+)$")
+    numbers = sorted(int(m.group(1)) for p in base.iterdir() if (m := pattern.match(p.name)))
+    if numbers and not config.fresh and not (base / f"{prefix}-{numbers[-1]}" / FINISHED).exists():
+        return base / f"{prefix}-{numbers[-1]}", True
+    return base / f"{prefix}-{(numbers[-1] if numbers else 0) + 1}", False
+
+
+def mark_finished(run_dir: Path, results: dict) -> None:
+    tmp = run_dir / f".{FINISHED}.tmp"
+    tmp.write_text(json.dumps(results, indent=2, default=str))
+    os.replace(tmp, run_dir / FINISHED)
+
+
+def report(app, config, run_dir: Path, results: dict, export_path: Path | None) -> str:
+    """The closing lines: the result, where everything went, and how to look at it."""
+    metrics = "  ".join(f"{k}={v:.4f}" for k, v in results.items() if k.startswith("test_"))
+    lines = [
+        "",
+        f"Test set:     {metrics}",
+        f"Logs:         {run_dir}",
+        f"Checkpoint:   {run_dir / 'model.keras'}  (resume backups in {run_dir / 'backup'} are removed once a run finishes)",
+        f"TensorBoard:  tensorboard --logdir {Path(config.logdir) / config.app}",
+    ]
+    if export_path is not None:
+        name, base = app.NAME, export_path.parent.resolve()
+        signature = ", ".join(f"{k} {s.dtype.name}{list(s.shape)}" for k, s in app.SERVING_SIGNATURE.items())
+        lines += [
+            f"Export:       {export_path}  (serving_default: {signature} -> {', '.join(app.SERVING_OUTPUTS)})",
+            f"Inspect:      saved_model_cli show --dir {export_path} --all",
+            f"Serve:        docker run --rm -p 8501:8501 -v {base}:/models/{name} -e MODEL_NAME={name} tensorflow/serving",
+            f"Request:      curl -s -X POST -d @{export_path / 'sample_request.json'} http://localhost:8501/v1/models/{name}:predict",
+        ]
+    return "\n".join(lines)

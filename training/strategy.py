@@ -1,0 +1,151 @@
+"""Pick the tf.distribute strategy and the mixed-precision policy for a run.
+
+One function per decision, as in tensorflow/models' get_distribution_strategy:
+the run function asks for a strategy by name and never branches on it again.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from training.config import UsageError
+
+
+def split_cpu(n: int) -> None:
+    """Expose the CPU as n logical devices, so MirroredStrategy can run n replicas without GPUs.
+
+    Must happen before TensorFlow initialises its devices (before any op runs).
+    """
+    if n <= 1:
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
+    except RuntimeError as err:  # devices already initialised in this process
+        current = len(tf.config.list_logical_devices("CPU"))
+        if current != n:
+            raise UsageError(f"--cpu-devices {n}: TensorFlow already started with {current} CPU device(s)") from err
+
+
+def _tpu_hint() -> bool:
+    """Cheap local signs of a TPU. TPUClusterResolver itself may query the GCE
+    metadata server, which hangs on machines without one, so it is only tried
+    when one of these says a TPU is plausible."""
+    return bool(
+        os.environ.get("TPU_NAME")
+        or os.environ.get("COLAB_TPU_ADDR")
+        or glob.glob("/dev/accel*")
+        or glob.glob("/dev/vfio/[0-9]*")
+    )
+
+
+def _tpu_strategy():
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=os.environ.get("TPU_NAME", "local"))
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as err:
+        raise UsageError(f"no TPU could be reached ({str(err).splitlines()[0]}); use --strategy auto") from err
+
+
+def read_tf_config() -> dict:
+    """TF_CONFIG, validated: a malformed one is a usage error, not a hang."""
+    raw = os.environ.get("TF_CONFIG", "")
+    if not raw:
+        raise UsageError(
+            "--strategy multi_worker needs TF_CONFIG, e.g. "
+            '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
+        )
+    try:
+        tf_config = json.loads(raw)
+        workers = tf_config["cluster"]["worker"]
+        task = tf_config["task"]
+        index = int(task["index"])
+        assert isinstance(workers, list) and workers and task["type"] in ("worker", "chief")
+        assert 0 <= index < len(workers) or task["type"] == "chief"
+    except (ValueError, KeyError, TypeError, AssertionError):
+        raise UsageError(f"TF_CONFIG is malformed: {raw[:200]!r}") from None
+    return tf_config
+
+
+def is_chief(strategy) -> bool:
+    """The one process that writes logs and exports; the others train alongside it."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return not has_chief and resolver.task_type == "worker" and resolver.task_id == 0
+
+
+def task_label(strategy) -> str:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "local"
+    return f"{resolver.task_type}{resolver.task_id}"
+
+
+def resolve_strategy(name: str, cpu_devices: int = 1) -> tf.distribute.Strategy:
+    """The strategy called `name` (see config.STRATEGIES), or a UsageError saying why not."""
+    split_cpu(cpu_devices)
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        if _tpu_hint():
+            return _tpu_strategy()
+        if len(gpus) > 1:
+            return tf.distribute.MirroredStrategy()
+        return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+    if name == "cpu":
+        return tf.distribute.OneDeviceStrategy("/cpu:0")
+    if name == "gpu":
+        if not gpus:
+            raise UsageError("--strategy gpu: TensorFlow sees no GPU here; use --strategy cpu or auto")
+        return tf.distribute.OneDeviceStrategy("/gpu:0")
+    if name == "mirrored":
+        # All GPUs, or all logical CPUs when there are none (see --cpu-devices).
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    if name == "multi_worker":
+        read_tf_config()
+        from training import keras_compat
+
+        keras_compat.patch_multi_worker_fit()
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        if not _tpu_hint():
+            raise UsageError("--strategy tpu: no TPU found (set TPU_NAME, or run on a TPU VM); use --strategy auto")
+        return _tpu_strategy()
+    raise UsageError(f"unknown strategy {name!r}")
+
+
+def _gpu_supports_float16() -> bool:
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return False
+    capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+    return tuple(capability) >= (7, 0)  # tensor cores: Volta and later
+
+
+def resolve_mixed_precision(choice: str, strategy) -> str:
+    """Set Keras' global dtype policy and return its name.
+
+    Models keep their last layer in float32 (dtype="float32"), so outputs and the
+    loss stay float32 whatever the policy. Keras wraps the optimizer in a
+    LossScaleOptimizer itself under mixed_float16.
+    """
+    if choice == "auto":
+        if isinstance(strategy, tf.distribute.TPUStrategy):
+            choice = "bfloat16"
+        elif _gpu_supports_float16():
+            choice = "float16"
+        else:
+            choice = "off"
+    policy = "float32" if choice == "off" else f"mixed_{choice}"
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
