@@ -66,7 +66,7 @@ def mirror_arrays(data_dir: Path) -> dict:
 
 def load(data_source: str, data_dir: str, smoke: bool = False) -> Splits:
     """Train / validation / test splits from the requested source ('auto' | 'tfds' | 'mirror')."""
-    tfds_dir = sources.tfds_data_dir(data_dir)
+    tfds_dir = sources.tfds_data_dir()
     chosen = sources.choose_source(data_source, TFDS_NAME, tfds_dir)
     if chosen == "tfds":
         train, validation, test = sources.tfds_load(

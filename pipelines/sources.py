@@ -41,7 +41,7 @@ def internet_reachable(host=TFDS_HOST, timeout=REACH_TIMEOUT_S) -> bool:
     return bool(ok)
 
 
-def tfds_data_dir(cache_dir: str) -> str:
+def tfds_data_dir() -> str:
     """TFDS's own data dir: TFDS_DATA_DIR if set, else TFDS's default (~/tensorflow_datasets)."""
     return os.environ.get("TFDS_DATA_DIR") or os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
 

@@ -29,8 +29,8 @@ def check_writable(folder: Path, flag: str) -> None:
         raise UsageError(f"{flag} {folder} is not writable ({err.strerror}); choose another folder") from None
 
 
-def resolve_run_dir(config) -> tuple[Path, bool]:
-    """(run folder, resuming?) for this config."""
+def resolve_run_dir(config) -> Path:
+    """The run folder for this config: an unfinished one to resume, or a new one."""
     base = Path(config.logdir) / config.app
     check_writable(base, "--logdir")
     if config.run_id:
@@ -39,13 +39,13 @@ def resolve_run_dir(config) -> tuple[Path, bool]:
             raise UsageError(f"run {run_dir} already finished; pick another --run-id (nothing was changed)")
         if config.fresh and run_dir.exists():
             raise UsageError(f"--fresh with --run-id {config.run_id}: that folder exists; pick a new --run-id")
-        return run_dir, run_dir.exists()
+        return run_dir
     prefix = f"{config.model}-{config.identity()}"
     pattern = re.compile(re.escape(prefix) + r"-(\d+)$")
     numbers = sorted(int(m.group(1)) for p in base.iterdir() if (m := pattern.match(p.name)))
     if numbers and not config.fresh and not (base / f"{prefix}-{numbers[-1]}" / FINISHED).exists():
-        return base / f"{prefix}-{numbers[-1]}", True
-    return base / f"{prefix}-{(numbers[-1] if numbers else 0) + 1}", False
+        return base / f"{prefix}-{numbers[-1]}"
+    return base / f"{prefix}-{(numbers[-1] if numbers else 0) + 1}"
 
 
 def mark_finished(run_dir: Path, results: dict) -> None:

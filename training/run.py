@@ -42,7 +42,7 @@ def run(app, config: RunConfig) -> dict:
     chief = is_chief(strategy)
 
     # ---- Outputs, checked before any work so a bad path costs a second, not a training run.
-    run_dir, resuming = resolve_run_dir(config)
+    run_dir = resolve_run_dir(config)
     export_base = Path(config.export_dir) / app.NAME
     check_writable(export_base, "--export-dir")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -51,6 +51,7 @@ def run(app, config: RunConfig) -> dict:
     # Non-chief workers keep their own backups and throw their TensorBoard logs away.
     backup_dir = run_dir / ("backup" if chief else f"backup-{task_label(strategy)}")
     tb_dir = str(run_dir) if chief else tempfile.mkdtemp(prefix="tb-worker-")
+    resuming = backup_dir.exists()
     print(f"{app.NAME}: model {config.model}, {config.epochs} epoch(s), global batch {config.batch_size} "
           f"over {replicas} replica(s) ({type(strategy).__name__}), precision {policy}", flush=True)
     print(f"run folder {run_dir}" + (" (resuming from its last backup)" if resuming else ""), flush=True)
@@ -85,11 +86,12 @@ def run(app, config: RunConfig) -> dict:
         # epoch, with the weights and optimizer state saved mid-epoch.
         keras.callbacks.BackupAndRestore(str(backup_dir), save_freq=config.backup_every,
                                          double_checkpoint=True, delete_checkpoint=False),
+        # Every worker runs every callback: predict() inside them is a collective
+        # op under MultiWorkerMirroredStrategy. Non-chief workers write to scratch.
+        cb.StepScalars(str(Path(tb_dir) / "train"), config.log_every),
+        cb.HParams(tb_dir, cb.hparams_values(config), run_dir.name),
+        *app.tensorboard_callbacks(str(Path(tb_dir) / "test"), splits, test),
     ]
-    if chief:
-        callbacks.append(cb.StepScalars(str(run_dir / "train"), config.log_every))
-        callbacks.append(cb.HParams(str(run_dir), cb.hparams_values(config), run_dir.name))
-        callbacks += app.tensorboard_callbacks(str(run_dir / "test"), splits, test)
     if progress == 2:
         callbacks.append(cb.PlainProgress(config.log_every, steps_per_epoch))
     model.fit(train, validation_data=validation, epochs=config.epochs, callbacks=callbacks, verbose=progress,
@@ -107,6 +109,7 @@ def run(app, config: RunConfig) -> dict:
     export_path = export_version(app, model, config, export_base, app.serving_inputs(features), chief=chief)
     if not chief:
         shutil.rmtree(tb_dir, ignore_errors=True)
+        shutil.rmtree(backup_dir, ignore_errors=True)
         return results
     cb.write_scalars(str(run_dir / "test"), results, step=int(model.optimizer.iterations.numpy()))
     cb.flush_writers()

@@ -92,13 +92,24 @@ def task_label(strategy) -> str:
 
 
 def resolve_strategy(name: str, cpu_devices: int = 1) -> tf.distribute.Strategy:
-    """The strategy called `name` (see config.STRATEGIES), or a UsageError saying why not."""
+    """The strategy called `name` (see config.STRATEGIES), or a UsageError saying why not.
+
+    Nothing here may start the TensorFlow runtime before the strategy exists:
+    MultiWorkerMirroredStrategy and logical CPU devices must be configured
+    first, so GPUs are counted with list_physical_devices, which does not.
+    """
+    if name == "multi_worker":
+        read_tf_config()
+        from training import keras_compat
+
+        keras_compat.patch_multi_worker_fit()
+        return tf.distribute.MultiWorkerMirroredStrategy()
     split_cpu(cpu_devices)
-    gpus = tf.config.list_logical_devices("GPU")
+    gpus = len(tf.config.list_physical_devices("GPU"))
     if name == "auto":
         if _tpu_hint():
             return _tpu_strategy()
-        if len(gpus) > 1:
+        if gpus > 1:
             return tf.distribute.MirroredStrategy()
         return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
     if name == "cpu":
@@ -109,14 +120,9 @@ def resolve_strategy(name: str, cpu_devices: int = 1) -> tf.distribute.Strategy:
         return tf.distribute.OneDeviceStrategy("/gpu:0")
     if name == "mirrored":
         # All GPUs, or all logical CPUs when there are none (see --cpu-devices).
-        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices)
-    if name == "multi_worker":
-        read_tf_config()
-        from training import keras_compat
-
-        keras_compat.patch_multi_worker_fit()
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        if gpus:
+            return tf.distribute.MirroredStrategy()
+        return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
     if name == "tpu":
         if not _tpu_hint():
             raise UsageError("--strategy tpu: no TPU found (set TPU_NAME, or run on a TPU VM); use --strategy auto")

