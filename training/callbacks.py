@@ -63,6 +63,22 @@ class StepScalars(keras.callbacks.Callback):
             tf.summary.scalar("batch_learning_rate", current_learning_rate(self.model), step=step)
 
 
+class OpGraph(keras.callbacks.Callback):
+    """The model's op graph for TensorBoard's Graphs tab. Keras 3's
+    TensorBoard(write_graph=True) writes only the conceptual Keras graph: its
+    train function has no `function_spec`, so the op graph is never written."""
+
+    def __init__(self, logdir: str):
+        super().__init__()
+        self.logdir = logdir
+
+    def on_train_begin(self, logs=None):
+        specs = [tf.TensorSpec(i.shape, i.dtype) for i in self.model.inputs]
+        forward = tf.function(lambda *xs: self.model(list(xs) if len(xs) > 1 else xs[0], training=False))
+        with summary_writer(self.logdir).as_default():
+            tf.summary.graph(forward.get_concrete_function(*specs).graph)
+
+
 class StepLog(keras.callbacks.Callback):
     """One JSON line per training step: machine-readable, and what the
     multi-worker test compares against a single-process run."""

@@ -11,6 +11,7 @@ Run as a module, this file is that fresh process:
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -88,12 +89,27 @@ def export_version(app, model, config, base: Path, inputs: dict, chief: bool = T
         serve, _ = serving_endpoint(app, model)
         expected = {k: np.asarray(v) for k, v in serve(*inputs.values()).items()}
         verify_in_fresh_process(staging, inputs, expected)
-        final = base / str(version)
-        os.rename(staging, final)  # atomic; fails rather than replace an existing version
-        return final
+        return publish(staging, base)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish(staging: Path, base: Path, attempts: int = 20) -> Path:
+    """Rename the verified staging folder to the next free version, atomically.
+
+    rename() refuses to replace a non-empty folder, so when another run
+    publishes the same number first, this one takes the next number instead.
+    """
+    for _ in range(attempts):
+        final = base / str(next_version(base))
+        try:
+            os.rename(staging, final)
+            return final
+        except OSError as err:
+            if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+    raise RuntimeError(f"could not find a free version number under {base}")
 
 
 def verify_in_fresh_process(path: Path, inputs: dict, expected: dict) -> None:

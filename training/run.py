@@ -21,7 +21,7 @@ from training import callbacks as cb
 from training.config import RunConfig, UsageError, parse_config
 from training.export import export_version
 from training.outputs import check_writable, mark_finished, report, resolve_run_dir
-from training.strategy import is_chief, resolve_mixed_precision, resolve_strategy, task_label
+from training.strategy import describe, is_chief, resolve_mixed_precision, resolve_strategy, task_label
 
 JIT = {"auto": "auto", "on": True, "off": False}
 
@@ -45,15 +45,12 @@ def run(app, config: RunConfig) -> dict:
     run_dir = resolve_run_dir(config)
     export_base = Path(config.export_dir) / app.NAME
     check_writable(export_base, "--export-dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if chief:
-        (run_dir / "run_config.json").write_text(config.to_json())
     # Non-chief workers keep their own backups and throw their TensorBoard logs away.
     backup_dir = run_dir / ("backup" if chief else f"backup-{task_label(strategy)}")
     tb_dir = str(run_dir) if chief else tempfile.mkdtemp(prefix="tb-worker-")
     resuming = backup_dir.exists()
     print(f"{app.NAME}: model {config.model}, {config.epochs} epoch(s), global batch {config.batch_size} "
-          f"over {replicas} replica(s) ({type(strategy).__name__}), precision {policy}", flush=True)
+          f"over {replicas} replica(s) ({describe(strategy)}), precision {policy}", flush=True)
     print(f"run folder {run_dir}" + (" (resuming from its last backup)" if resuming else ""), flush=True)
 
     # ---- Data: unbatched examples from the app, batched by the shared pipeline.
@@ -69,6 +66,9 @@ def run(app, config: RunConfig) -> dict:
         raise UsageError(f"--batch-size {config.batch_size} is larger than the training set; use a smaller one")
     steps_per_epoch = steps_per_epoch if steps_per_epoch > 0 else None
     print(f"data from {splits.source}", flush=True)
+    run_dir.mkdir(parents=True, exist_ok=True)  # only now: bad input above leaves no empty run behind
+    if chief:
+        (run_dir / "run_config.json").write_text(config.to_json())
 
     # ---- Model: built and compiled inside the strategy's scope, so its
     # variables are mirrored across replicas.
@@ -89,6 +89,7 @@ def run(app, config: RunConfig) -> dict:
         # Every worker runs every callback: predict() inside them is a collective
         # op under MultiWorkerMirroredStrategy. Non-chief workers write to scratch.
         cb.StepScalars(str(Path(tb_dir) / "train"), config.log_every),
+        cb.OpGraph(str(Path(tb_dir) / "train")),
         cb.HParams(tb_dir, cb.hparams_values(config), run_dir.name),
         *app.tensorboard_callbacks(str(Path(tb_dir) / "test"), splits, test),
     ]

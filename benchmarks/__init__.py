@@ -1,0 +1,1 @@
+"""Benchmarks: real training runs that print figures (not tests)."""

@@ -1,0 +1,69 @@
+"""End to end: `python -m apps.mnist --smoke` on real data, through TensorBoard logs
+to an export that a fresh process loads and serves."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing import event_accumulator
+
+from conftest import ROOT, cli
+
+
+def _tags(folder):
+    acc = event_accumulator.EventAccumulator(str(folder), size_guidance={event_accumulator.TENSORS: 0})
+    acc.Reload()
+    return set(acc.Tags()["tensors"]) | set(acc.Tags()["graph"] and ["__graph__"] or [])
+
+
+SERVE = """
+import json, sys
+import keras, numpy as np, tensorflow as tf
+fn = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+images = np.load(sys.argv[3])
+out = fn(images=tf.constant(images[..., 0]))
+checkpoint = keras.saving.load_model(sys.argv[2]).predict(images, verbose=0)
+print(json.dumps({"class": out["class"].numpy().tolist(), "sum": out["probabilities"].numpy().sum(1).tolist(),
+                  "max_diff": float(np.abs(out["probabilities"].numpy() - checkpoint).max())}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", [[], ["--strategy", "mirrored", "--cpu-devices", "2"]], ids=["default", "mirrored2"])
+def test_smoke_run_end_to_end(tmp_path, data_dir, mnist_arrays, strategy):
+    result = cli("apps.mnist", "--smoke", "--data-source", "mirror", "--logdir", str(tmp_path / "runs"),
+                 "--export-dir", str(tmp_path / "sm"), *strategy)
+    out = result.stdout
+    if strategy:
+        assert "over 2 replica(s) (MirroredStrategy)" in out
+    for heading in ("Test set:", "Logs:", "Checkpoint:", "TensorBoard:  tensorboard --logdir", "Export:",
+                    "Serve:        docker run", "Request:      curl"):
+        assert heading in out
+    run_dir = next((tmp_path / "runs" / "mnist").iterdir())
+    finished = json.loads((run_dir / "FINISHED.json").read_text())
+    assert 0.0 <= finished["test_accuracy"] <= 1.0 and finished["export"].endswith("/1")
+    assert json.loads((run_dir / "run_config.json").read_text())["smoke"] is True
+    assert (run_dir / "model.keras").exists()
+
+    # TensorBoard: scalars per epoch and per N steps, learning rate, histograms,
+    # the graph, sample predictions, confusion matrix, test metrics, hparams.
+    train = _tags(run_dir / "train")
+    assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate", "batch_loss", "batch_learning_rate",
+            "keras", "__graph__"} <= train  # conceptual Keras graph and op graph
+    assert any(t.endswith("/histogram") for t in train)
+    assert {"epoch_loss", "epoch_accuracy"} <= _tags(run_dir / "validation")
+    assert {"sample_predictions/images", "sample_predictions/table", "confusion_matrix/image",
+            "confusion_matrix/counts", "test_accuracy"} <= _tags(run_dir / "test")
+    assert "_hparams_/session_start_info" in _tags(run_dir)
+
+    # The export, served by a fresh process on real test images.
+    export = tmp_path / "sm" / "mnist" / "1"
+    np.save(tmp_path / "images.npy", mnist_arrays["x_test"][:500])
+    served = subprocess.run([sys.executable, "-c", SERVE, str(export), str(run_dir / "model.keras"),
+                             str(tmp_path / "images.npy")], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert served.returncode == 0, served.stderr[-2000:]
+    answer = json.loads(served.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(answer["sum"], 1.0, atol=1e-4)
+    assert answer["max_diff"] < 1e-5  # the served model is the trained checkpoint
+    assert np.mean(np.array(answer["class"]) == mnist_arrays["y_test"][:500]) > 0.2  # better than chance
