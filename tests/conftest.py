@@ -9,7 +9,9 @@
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,7 +23,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["TFSUITE_OFFLINE"] = "1"
-os.environ.setdefault("TFSUITE_DATA_DIR", tempfile.mkdtemp(prefix="tfsuite-test-data-"))
+if "TFSUITE_DATA_DIR" not in os.environ:  # a session cache of our own, removed at exit
+    os.environ["TFSUITE_DATA_DIR"] = tempfile.mkdtemp(prefix="tfsuite-test-data-")
+    atexit.register(shutil.rmtree, os.environ["TFSUITE_DATA_DIR"], ignore_errors=True)
 sys.path.insert(0, str(ROOT))
 
 import keras  # noqa: E402
