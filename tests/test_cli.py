@@ -30,12 +30,13 @@ print(json.dumps({"class": out["class"].numpy().tolist(), "sum": out["probabilit
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", [[], ["--strategy", "mirrored", "--cpu-devices", "2"]], ids=["default", "mirrored2"])
+@pytest.mark.parametrize("strategy", [["--profile", "3,4"], ["--strategy", "mirrored", "--cpu-devices", "2"]],
+                         ids=["default+profile", "mirrored2"])
 def test_smoke_run_end_to_end(tmp_path, data_dir, mnist_arrays, strategy):
     result = cli("apps.mnist", "--smoke", "--data-source", "mirror", "--logdir", str(tmp_path / "runs"),
                  "--export-dir", str(tmp_path / "sm"), *strategy)
     out = result.stdout
-    if strategy:
+    if "mirrored" in strategy:
         assert "over 2 replica(s) (MirroredStrategy)" in out
     for heading in ("Test set:", "Logs:", "Checkpoint:", "TensorBoard:  tensorboard --logdir", "Export:",
                     "Serve:        docker run", "Request:      curl"):
@@ -56,6 +57,8 @@ def test_smoke_run_end_to_end(tmp_path, data_dir, mnist_arrays, strategy):
     assert {"sample_predictions/images", "sample_predictions/table", "confusion_matrix/image",
             "confusion_matrix/counts", "test_accuracy"} <= _tags(run_dir / "test")
     assert "_hparams_/session_start_info" in _tags(run_dir)
+    if "--profile" in strategy:
+        assert list((run_dir / "train" / "plugins" / "profile").glob("*/*.xplane.pb"))
 
     # The export, served by a fresh process on real test images.
     export = tmp_path / "sm" / "mnist" / "1"
