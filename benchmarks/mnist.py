@@ -28,6 +28,7 @@ import tensorflow as tf  # noqa: E402
 from apps import mnist  # noqa: E402
 from pipelines.input import make_pipeline  # noqa: E402
 from training.config import parse_config  # noqa: E402
+from training.run import build_pipelines  # noqa: E402
 
 TARGETS = (0.990, 0.995)
 
@@ -68,9 +69,7 @@ def bench_model(name: str, splits) -> dict:
     config = parse_config(mnist, ["--model", name, "--data-source", "mirror"])
     spec = mnist.MODELS[name]
     keras.utils.set_random_seed(config.seed)
-    train = make_pipeline(splits.train, global_batch=config.batch_size, training=True, seed=config.seed,
-                          augment=mnist.augment if spec.augment else None, drop_remainder=True)
-    test = make_pipeline(splits.test, global_batch=512, training=False, seed=config.seed)
+    train, _, test = build_pipelines(mnist, config, splits)
     steps = int(train.cardinality())
     model, compile_kwargs = spec.build(config, steps)
     model.compile(**compile_kwargs)

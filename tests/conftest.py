@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import socket
@@ -65,6 +66,19 @@ def free_ports(n: int) -> list[int]:
     for s in sockets:
         s.close()
     return ports
+
+
+def start_cluster(argv: list, workers: int = 2) -> list:
+    """Start `python <argv>` once per worker, each with a TF_CONFIG naming all
+    workers on free 127.0.0.1 ports and its own index."""
+    ports = free_ports(workers)
+    procs = []
+    for index in range(workers):
+        tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": index}}
+        procs.append(subprocess.Popen(
+            [sys.executable, *argv], cwd=ROOT, env={**os.environ, "TF_CONFIG": json.dumps(tf_config)},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    return procs
 
 
 def cli(*args, env=None, timeout=600, check=True) -> subprocess.CompletedProcess:

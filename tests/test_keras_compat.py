@@ -1,26 +1,17 @@
 """training/keras_compat.py: without it Keras 3 multi-worker fit fails, with it it trains."""
-import json
-import os
 import subprocess
-import sys
 
 import keras
 import pytest
 
-from conftest import ROOT, free_ports
+from conftest import ROOT, start_cluster
 from training import keras_compat
 
 
 def _cluster(mode):
-    ports = free_ports(2)
-    procs = []
-    for index in range(2):
-        tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": index}}
-        procs.append(subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "mw_probe.py"), mode], cwd=ROOT,
-            env={**os.environ, "TF_CONFIG": json.dumps(tf_config)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    """Each worker's last line: OK <losses>, FAILED <error> or TIMEOUT."""
     results = []
-    for proc in procs:
+    for proc in start_cluster([str(ROOT / "tests" / "mw_probe.py"), mode]):
         try:
             out, _ = proc.communicate(timeout=180)
         except subprocess.TimeoutExpired:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import cli, free_ports
+from conftest import cli, start_cluster
 from training.config import UsageError
 from training.strategy import read_tf_config, resolve_mixed_precision, resolve_strategy
 
@@ -78,17 +78,7 @@ def test_two_worker_cluster_matches_a_single_process_step_by_step(tmp_path):
     each global batch; their per-step losses equal one process on the whole batch."""
     common = ["apps.mnist", "--smoke", "--model", "mlp", "--batch-size", "64", "--data-source", "mirror",
               "--logdir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "sm")]
-    import subprocess, sys, os
-    from conftest import ROOT
-
-    ports = free_ports(2)
-    workers = []
-    for index in range(2):
-        tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": index}}
-        workers.append(subprocess.Popen(
-            [sys.executable, "-m", *common, "--strategy", "multi_worker", "--run-id", "cluster"],
-            cwd=ROOT, env={**os.environ, "TF_CONFIG": json.dumps(tf_config)},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    workers = start_cluster(["-m", *common, "--strategy", "multi_worker", "--run-id", "cluster"])
     # The reference is one process with one replica under MirroredStrategy, not the
     # default strategy: under any strategy Keras 3 builds the model from a batch of
     # a throwaway iterator, so fit's first epoch sees the pipeline's second shuffle.

@@ -26,6 +26,20 @@ from training.strategy import describe, is_chief, resolve_mixed_precision, resol
 JIT = {"auto": "auto", "on": True, "off": False}
 
 
+def build_pipelines(app, config: RunConfig, splits, static_shapes: bool = False):
+    """(train, validation, test) batched pipelines for the app's splits.
+
+    Training drops the last partial batch so every step sees a full global
+    batch; evaluation keeps every example unless the device needs static shapes.
+    """
+    augment = app.augment if app.MODELS[config.model].augment else None
+    train = make_pipeline(splits.train, global_batch=config.batch_size, training=True, seed=config.seed,
+                          augment=augment, drop_remainder=True)
+    validation, test = (make_pipeline(ds, global_batch=config.batch_size, training=False, seed=config.seed,
+                                      drop_remainder=static_shapes) for ds in (splits.validation, splits.test))
+    return train, validation, test
+
+
 def run(app, config: RunConfig) -> dict:
     """Train, evaluate and export one model as `config` says; returns the test metrics."""
     started = time.time()
@@ -56,11 +70,7 @@ def run(app, config: RunConfig) -> dict:
     # ---- Data: unbatched examples from the app, batched by the shared pipeline.
     splits = app.load_data(config)
     spec = app.MODELS[config.model]
-    static_shapes = isinstance(strategy, tf.distribute.TPUStrategy)
-    train = make_pipeline(splits.train, global_batch=config.batch_size, training=True, seed=config.seed,
-                          augment=app.augment if spec.augment else None, drop_remainder=True)
-    validation, test = (make_pipeline(ds, global_batch=config.batch_size, training=False, seed=config.seed,
-                                      drop_remainder=static_shapes) for ds in (splits.validation, splits.test))
+    train, validation, test = build_pipelines(app, config, splits, static_shapes=isinstance(strategy, tf.distribute.TPUStrategy))
     steps_per_epoch = int(train.cardinality())
     if steps_per_epoch == 0:
         raise UsageError(f"--batch-size {config.batch_size} is larger than the training set; use a smaller one")

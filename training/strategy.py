@@ -73,22 +73,20 @@ def read_tf_config() -> dict:
     return tf_config
 
 
-def is_chief(strategy) -> bool:
-    """The one process that writes logs and exports; the others train alongside it."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return True
-    if resolver.task_type == "chief":
-        return True
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return not has_chief and resolver.task_type == "worker" and resolver.task_id == 0
-
-
 def task_label(strategy) -> str:
+    """'local' for single-process strategies, else this process's role, e.g. 'worker1'."""
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return "local"
     return f"{resolver.task_type}{resolver.task_id}"
+
+
+def is_chief(strategy) -> bool:
+    """The one process that writes logs and exports: the chief, else worker 0."""
+    label = task_label(strategy)
+    if label in ("local", "chief0"):
+        return True
+    return label == "worker0" and "chief" not in strategy.cluster_resolver.cluster_spec().as_dict()
 
 
 def resolve_strategy(name: str, cpu_devices: int = 1) -> tf.distribute.Strategy:
