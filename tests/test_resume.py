@@ -79,3 +79,19 @@ def test_run_folder_resolution_resumes_the_newest_unfinished_run_unless_fresh(tm
 
     with pytest.raises(UsageError, match="already finished"):
         resolve("--run-id", "mine")
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_how_to_resume_and_exits_130(tmp_path):
+    args = ["apps.mnist", "--smoke", "--model", "cnn", "--epochs", "3", "--data-source", "mirror",
+            "--logdir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "sm")]
+    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((tmp_path / "runs").glob("mnist/*/steps.jsonl")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "interrupted: rerun the same command to resume from the last backup" in err
+    assert not (tmp_path / "sm" / "mnist").exists() or not any((tmp_path / "sm" / "mnist").iterdir())

@@ -73,10 +73,11 @@ class OpGraph(keras.callbacks.Callback):
         self.logdir = logdir
 
     def on_train_begin(self, logs=None):
-        specs = [tf.TensorSpec(i.shape, i.dtype) for i in self.model.inputs]
-        forward = tf.function(lambda *xs: self.model(list(xs) if len(xs) > 1 else xs[0], training=False))
+        # model.input keeps the model's own structure: one tensor, a list or a dict of named inputs.
+        specs = keras.tree.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), self.model.input)
+        forward = tf.function(lambda inputs: self.model(inputs, training=False))
         with summary_writer(self.logdir).as_default():
-            tf.summary.graph(forward.get_concrete_function(*specs).graph)
+            tf.summary.graph(forward.get_concrete_function(specs).graph)
 
 
 class StepLog(keras.callbacks.Callback):
