@@ -35,3 +35,14 @@ def test_confusion_matrix_counts_and_image(tmp_path):
     cb.flush_writers()
     tags = set(_reload(tmp_path).Tags()["tensors"])
     assert {"confusion_matrix/image", "confusion_matrix/counts"} <= tags
+
+
+def test_every_n_steps_fires_even_when_keras_skips_steps():
+    # steps_per_execution=4: hooks see steps 4, 8, 12, 16, 20; every=5 must fire at 8, 12, 16, 20.
+    fired, last = [], 0
+    for step in (4, 8, 12, 16, 20):
+        if cb.crossed(last, step, 5):
+            fired.append(step)
+        last = step
+    assert fired == [8, 12, 16, 20]
+    assert [s for s in range(1, 11) if cb.crossed(s - 1, s, 5)] == [5, 10]  # one step at a time: exact multiples

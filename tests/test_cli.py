@@ -30,14 +30,19 @@ print(json.dumps({"class": out["class"].numpy().tolist(), "sum": out["probabilit
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", [["--profile", "3,4"], ["--strategy", "mirrored", "--cpu-devices", "2"]],
-                         ids=["default+profile", "mirrored2"])
+@pytest.mark.parametrize("strategy", [
+    ["--profile", "3,4"],
+    ["--strategy", "mirrored", "--cpu-devices", "2"],
+    ["--mixed-precision", "bfloat16", "--steps-per-execution", "4"],
+], ids=["default+profile", "mirrored2", "bfloat16+steps4"])
 def test_smoke_run_end_to_end(tmp_path, data_dir, mnist_arrays, strategy):
     result = cli("apps.mnist", "--smoke", "--data-source", "mirror", "--logdir", str(tmp_path / "runs"),
                  "--export-dir", str(tmp_path / "sm"), *strategy)
     out = result.stdout
     if "mirrored" in strategy:
         assert "over 2 replica(s) (MirroredStrategy)" in out
+    if "bfloat16" in strategy:
+        assert "precision mixed_bfloat16" in out
     for heading in ("Test set:", "Logs:", "Checkpoint:", "TensorBoard:  tensorboard --logdir", "Export:",
                     "Serve:        docker run", "Request:      curl"):
         assert heading in out

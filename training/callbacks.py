@@ -17,6 +17,13 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
 
+def crossed(previous: int, now: int, every: int) -> bool:
+    """Whether a multiple of `every` lies in (previous, now]. With
+    steps_per_execution > 1 Keras calls batch hooks only every k steps, so
+    testing `now % every == 0` would miss most multiples."""
+    return now // every > previous // every
+
+
 def current_learning_rate(model) -> float:
     optimizer = model.optimizer
     optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
@@ -51,12 +58,14 @@ class StepScalars(keras.callbacks.Callback):
 
     def __init__(self, logdir: str, every: int):
         super().__init__()
-        self.logdir, self.every = logdir, every
+        self.logdir, self.every, self.last = logdir, every, 0
 
     def on_train_batch_end(self, batch, logs=None):
-        if (batch + 1) % self.every:
-            return
         step = int(self.model.optimizer.iterations.numpy())
+        due = crossed(self.last, step, self.every)
+        self.last = step
+        if not due:
+            return
         with summary_writer(self.logdir).as_default():
             for name, value in (logs or {}).items():
                 tf.summary.scalar(f"batch_{name}", value, step=step)
@@ -107,10 +116,12 @@ class PlainProgress(keras.callbacks.Callback):
         self.every, self.steps = every, steps_per_epoch
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch, self.start = epoch, time.time()
+        self.epoch, self.start, self.last = epoch, time.time(), 0
 
     def on_train_batch_end(self, batch, logs=None):
-        if (batch + 1) % self.every:
+        due = crossed(self.last, batch + 1, self.every)
+        self.last = batch + 1
+        if not due:
             return
         metrics = " ".join(f"{k}={v:.4g}" for k, v in (logs or {}).items())
         metrics += f" learning_rate={current_learning_rate(self.model):.3g}"
