@@ -30,7 +30,6 @@ if "TFSUITE_DATA_DIR" not in os.environ:  # a session cache of our own, removed 
 sys.path.insert(0, str(ROOT))
 
 import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from training.strategy import split_cpu  # noqa: E402
 
