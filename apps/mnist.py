@@ -18,6 +18,7 @@ from pipelines import mnist as mnist_data
 from pipelines.input import random_shift
 from training import callbacks as cb
 from training.config import ModelSpec
+from training.export import Serving
 
 NAME = "mnist"
 CLASS_NAMES = [str(d) for d in range(10)]
@@ -47,7 +48,7 @@ def _adam(config, default=1e-3):
     return keras.optimizers.Adam(config.learning_rate or default)
 
 
-def build_mlp(config, steps_per_epoch):
+def build_mlp(config, splits, steps_per_epoch):
     """S1: Flatten -> Dense 128 relu -> Dense 10 softmax; Adam; sparse cross-entropy."""
     image, x = _inputs()
     x = layers.Flatten()(x)
@@ -57,7 +58,7 @@ def build_mlp(config, steps_per_epoch):
     return model, dict(optimizer=_adam(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
 
-def build_cnn(config, steps_per_epoch):
+def build_cnn(config, splits, steps_per_epoch):
     """S2: Conv32 -> Pool -> Conv64 -> Pool -> Dense 128 -> Dropout 0.5 -> Dense 10.
 
     The article's categorical cross-entropy on one-hot labels is the same loss
@@ -83,7 +84,7 @@ def _conv_bn(x, filters):
     return layers.ReLU()(x)
 
 
-def build_cnn_bn(config, steps_per_epoch):
+def build_cnn_bn(config, splits, steps_per_epoch):
     """The default: S2's shape with batch norm, shift augmentation, AdamW and a
     one-cycle schedule (warm up for 20 % of the steps, then cosine decay).
 
@@ -123,14 +124,14 @@ MODELS = {
 
 # ---- Serving ----------------------------------------------------------------
 
-SERVING_SIGNATURE = {"images": tf.TensorSpec([None, 28, 28], tf.uint8)}
-SERVING_OUTPUTS = ("probabilities", "class")
-
-
 def serve(model, images):
     """Raw uint8 images [B, 28, 28] -> class probabilities [B, 10] and predicted class [B]."""
     probabilities = model(tf.expand_dims(images, -1), training=False)
     return {"probabilities": probabilities, "class": tf.argmax(probabilities, axis=-1)}
+
+
+def serving(config, splits):
+    return Serving(NAME, {"images": tf.TensorSpec([None, 28, 28], tf.uint8)}, ("probabilities", "class"), serve)
 
 
 def serving_inputs(features):
@@ -146,6 +147,11 @@ def tensorboard_callbacks(logdir, splits, test):
         cb.SamplePredictions(logdir, np.asarray(images), np.asarray(labels), CLASS_NAMES),
         cb.ConfusionMatrix(logdir, test, CLASS_NAMES),
     ]
+
+
+def details(model, splits, config):
+    """Nothing beyond the test metrics to report for MNIST."""
+    return {}
 
 
 if __name__ == "__main__":

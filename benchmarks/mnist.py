@@ -71,7 +71,7 @@ def bench_model(name: str, splits) -> dict:
     keras.utils.set_random_seed(config.seed)
     train, _, test = build_pipelines(mnist, config, splits)
     steps = int(train.cardinality())
-    model, compile_kwargs = spec.build(config, steps)
+    model, compile_kwargs = spec.build(config, splits, steps)
     model.compile(**compile_kwargs)
     clock = EpochClock(test)
     print(f"  {name}: {config.epochs} epochs, batch {config.batch_size}", flush=True)

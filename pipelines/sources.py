@@ -56,14 +56,14 @@ def tfds_prepared(name: str, data_dir: str) -> bool:
 
 
 def choose_source(requested: str, tfds_name: str, data_dir: str) -> str:
-    """'tfds' or 'mirror' for a requested 'auto' | 'tfds' | 'mirror'."""
+    """'tfds' or 'mirror' for a requested 'auto' | 'online' | 'tfds' | 'mirror'."""
     if requested == "mirror":
         return "mirror"
     prepared = tfds_prepared(tfds_name, data_dir)
     if prepared:
         return "tfds"
     reachable = internet_reachable()
-    if requested == "tfds" and not reachable:
+    if requested in ("online", "tfds") and not reachable:
         raise UsageError(
             f"TFDS has no prepared '{tfds_name}' in {data_dir} and {TFDS_HOST[0]} is unreachable; "
             "use --data-source mirror (offline mirror) or connect to the internet"
@@ -78,5 +78,15 @@ def tfds_load(name: str, splits: list[str], data_dir: str):
     try:
         return tfds.load(name, split=splits, as_supervised=True, data_dir=data_dir,
                          download=True, shuffle_files=False)
+    except (ConnectionError, OSError) as err:
+        raise UsageError(f"TFDS could not get '{name}' ({str(err).splitlines()[0][:200]}); use --data-source mirror") from None
+
+
+def tfds_load_plain(name: str, splits: list[str], data_dir: str):
+    """Like tfds_load, for data sets without (features, label) pairs (tiny_shakespeare): feature dicts."""
+    import tensorflow_datasets as tfds
+
+    try:
+        return tfds.load(name, split=splits, data_dir=data_dir, download=True, shuffle_files=False)
     except (ConnectionError, OSError) as err:
         raise UsageError(f"TFDS could not get '{name}' ({str(err).splitlines()[0][:200]}); use --data-source mirror") from None

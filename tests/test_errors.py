@@ -27,7 +27,6 @@ def outputs(tmp_path):
     (["--strategy", "mirrored", "--cpu-devices", "2", "--batch-size", "33"], "not divisible by the 2 replicas"),
     (["--strategy", "tpu"], "no TPU found"),
     (["--strategy", "gpu"], "sees no GPU"),
-    (["--batch-size", "4096"], "larger than the training set"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, outputs, tmp_path, argv, words):
     code, _, lines = _run(capsys, [*outputs, *argv])

@@ -14,12 +14,14 @@ from conftest import ROOT
 from training import export
 from training.config import parse_config
 
+SERVING = mnist.serving(None, None)
+
 
 @pytest.fixture(scope="module")
 def trained(mnist_arrays):
     """The seed MLP after a few hundred steps on real MNIST."""
     config = parse_config(mnist, ["--model", "mlp"])
-    model, kwargs = mnist.build_mlp(config, 100)
+    model, kwargs = mnist.build_mlp(config, None, 100)
     model.compile(**kwargs)
     model.fit(mnist_arrays["x_train"][:8000], mnist_arrays["y_train"][:8000], batch_size=64, epochs=1, verbose=0)
     return model, config
@@ -47,7 +49,7 @@ print(json.dumps({"inputs": {k: [str(v.dtype.name), v.shape.as_list()] for k, v 
 def test_round_trip_in_a_fresh_process_matches_the_in_memory_model(trained, mnist_arrays, tmp_path):
     model, config = trained
     images = mnist_arrays["x_test"][:64]
-    path = export.export_version(mnist, model, config, tmp_path / "mnist", mnist.serving_inputs(images[:8]))
+    path = export.export_version(SERVING, model, config, tmp_path / "mnist", mnist.serving_inputs(images[:8]))
     assert path == tmp_path / "mnist" / "1"
     assert json.loads((path / "run_config.json").read_text())["model"] == "mlp"
     np.save(tmp_path / "images.npy", images[..., 0])
@@ -67,10 +69,10 @@ def test_round_trip_in_a_fresh_process_matches_the_in_memory_model(trained, mnis
 def test_versions_count_up_and_earlier_ones_are_untouched(trained, mnist_arrays, tmp_path):
     model, config = trained
     inputs = mnist.serving_inputs(mnist_arrays["x_test"][:4])
-    first = export.export_version(mnist, model, config, tmp_path, inputs)
+    first = export.export_version(SERVING, model, config, tmp_path, inputs)
     before = _tree_digest(first)
     (tmp_path / "7").mkdir()  # someone else's version 7: the next is 8
-    second = export.export_version(mnist, model, config, tmp_path, inputs)
+    second = export.export_version(SERVING, model, config, tmp_path, inputs)
     assert (first.name, second.name) == ("1", "8")
     assert _tree_digest(first) == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
@@ -80,7 +82,7 @@ def test_versions_count_up_and_earlier_ones_are_untouched(trained, mnist_arrays,
 def test_a_failed_export_publishes_nothing_and_leaves_no_debris(trained, mnist_arrays, tmp_path, monkeypatch, failure):
     model, config = trained
     inputs = mnist.serving_inputs(mnist_arrays["x_test"][:4])
-    first = export.export_version(mnist, model, config, tmp_path, inputs)
+    first = export.export_version(SERVING, model, config, tmp_path, inputs)
     before = _tree_digest(first)
 
     def half_write(app, model, path):
@@ -96,7 +98,7 @@ def test_a_failed_export_publishes_nothing_and_leaves_no_debris(trained, mnist_a
     else:
         monkeypatch.setattr(export, "verify_in_fresh_process", bad_verify)
     with pytest.raises((OSError, RuntimeError)):
-        export.export_version(mnist, model, config, tmp_path, inputs)
+        export.export_version(SERVING, model, config, tmp_path, inputs)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1"]  # no version 2, no .tmp folder
     assert _tree_digest(first) == before
 
@@ -105,8 +107,8 @@ def test_verification_catches_a_model_that_disagrees(trained, mnist_arrays, tmp_
     model, config = trained
     inputs = mnist.serving_inputs(mnist_arrays["x_test"][:4])
     path = tmp_path / "m"
-    export.write_saved_model(mnist, model, path)
-    serve, _ = export.serving_endpoint(mnist, model)
+    export.write_saved_model(SERVING, model, path)
+    serve, _ = export.serving_endpoint(SERVING, model)
     expected = {k: np.asarray(v) for k, v in serve(tf.constant(inputs["images"])).items()}
     export.verify_in_fresh_process(path, inputs, expected)  # agrees: no error
     expected["probabilities"] = expected["probabilities"][:, ::-1]

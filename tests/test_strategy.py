@@ -63,7 +63,7 @@ def test_mixed_precision_auto_is_off_on_cpu_and_explicit_choices_apply():
     from apps import mnist
     from training.config import parse_config
 
-    model, _ = mnist.build_mlp(parse_config(mnist, ["--model", "mlp"]), 10)
+    model, _ = mnist.build_mlp(parse_config(mnist, ["--model", "mlp"]), None, 10)
     assert model.layers[2].compute_dtype == "bfloat16"
     assert model(np.zeros((1, 28, 28, 1), np.uint8)).dtype == "float32"
 

@@ -22,8 +22,10 @@ class UsageError(Exception):
 class ModelSpec(NamedTuple):
     """One entry of an app's MODELS dict: how to build it and how it trains by default.
 
-    build(config, steps_per_epoch) returns (model, compile_kwargs) and is called
-    inside strategy.scope(). augment: train on app.augment'ed batches.
+    build(config, splits, steps_per_epoch) returns (model, compile_kwargs) and is
+    called inside strategy.scope(); splits.info carries what the training split
+    taught (normalisation statistics, vocabulary) for the model to bake in.
+    augment: train on app.augment'ed batches.
     """
 
     build: Callable
@@ -35,7 +37,7 @@ class ModelSpec(NamedTuple):
 
 STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "tpu")
 MIXED_PRECISION = ("auto", "off", "float16", "bfloat16")
-DATA_SOURCES = ("auto", "tfds", "mirror")
+DATA_SOURCES = ("auto", "online", "tfds", "mirror")
 
 
 def default_data_dir() -> str:
@@ -130,7 +132,7 @@ def build_parser(app) -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
-    add("--model", choices=list(app.MODELS), default=app.DEFAULT_MODEL, help=models)
+    add("--model", choices=list(app.MODELS), default=None, help=f"{models} (default: {app.DEFAULT_MODEL})")
     add("--epochs", type=_positive(int), help="training epochs (default: the model's own; 1 with --smoke)")
     add("--batch-size", type=_positive(int), help="GLOBAL batch size, split across replicas (default: the model's own)")
     add("--learning-rate", type=_positive(float), help="peak learning rate (default: the model's own)")
@@ -144,7 +146,9 @@ def build_parser(app) -> argparse.ArgumentParser:
     add("--xla", choices=("auto", "on", "off"), default="auto", help="XLA-compile the train step (auto: Keras decides; off on CPU)")
     add("--steps-per-execution", type=_positive(int), default=1, help="train steps per tf.function call")
     add("--data-source", choices=DATA_SOURCES, default="auto",
-        help="tfds: TensorFlow Datasets; mirror: the hash-pinned offline mirror; auto: TFDS if prepared or reachable, else mirror")
+        help="online: the data set's public source (TensorFlow Datasets for mnist and text, the UCI file for regression); "
+             "tfds: the same, by its TFDS name; mirror: the hash-pinned offline mirror; "
+             "auto: prepared or reachable online data, else the mirror")
     add("--data-dir", default=default_data_dir(), help="cache for downloads and converted data (env TFSUITE_DATA_DIR)")
     add("--logdir", default="runs", help="TensorBoard logs and checkpoints go to LOGDIR/<app>/<run id>/")
     add("--export-dir", default="saved_models", help="SavedModels go to EXPORT_DIR/<app>/<version>/")
@@ -162,6 +166,8 @@ def build_parser(app) -> argparse.ArgumentParser:
 def parse_config(app, argv) -> RunConfig:
     """Turn a command line into a RunConfig, filling gaps from the chosen model's defaults."""
     args = vars(build_parser(app).parse_args(argv))
+    if args["model"] is None:  # an app whose flags change its default model (apps.text --task lm) says so
+        args["model"] = app.default_model(args) if hasattr(app, "default_model") else app.DEFAULT_MODEL
     spec = app.MODELS[args["model"]]
     common = {f.name for f in dataclasses.fields(RunConfig)}
     options = {k: v for k, v in args.items() if k not in common}
@@ -175,4 +181,6 @@ def parse_config(app, argv) -> RunConfig:
         config.backup_every = min(config.backup_every, 10)
     if config.run_id and (os.sep in config.run_id or config.run_id.startswith(".")):
         raise UsageError(f"--run-id must be a plain folder name, got {config.run_id!r}")
+    if hasattr(app, "check_config"):  # combinations only the app can judge (a model that does not fit a task)
+        app.check_config(config)
     return config

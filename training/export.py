@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -36,38 +37,66 @@ def next_version(base: Path) -> int:
     return versions[-1] + 1 if versions else 1
 
 
-def serving_endpoint(app, model):
-    """(fn, input_signature) for app.serve, with every input named after the app's signature keys."""
+class Serving(NamedTuple):
+    """What an app exports, from app.serving(config, splits).
+
+    name: the TF Serving model name, i.e. the folder under EXPORT_DIR (an app
+        whose variants take different inputs gives each its own name, so one
+        model's versions always share one signature).
+    signature: input name -> tf.TensorSpec of the raw inputs serving_default takes.
+    outputs: the names of the dict serve() returns.
+    serve(model, **inputs) -> dict of output tensors.
+    track: objects serve() uses besides the model whose resources the
+        SavedModel must hold (a TextVectorization's vocabulary table).
+    """
+
+    name: str
+    signature: dict
+    outputs: tuple
+    serve: Callable
+    track: tuple = ()
+    files: dict = {}  # extra files written into each version folder: name -> text (the LM's vocabulary)
+
+
+def serving_endpoint(serving: Serving, model):
+    """(fn, input_signature) for serving.serve, every input named after the signature keys."""
     import tensorflow as tf
 
-    names = list(app.SERVING_SIGNATURE)
-    specs = [tf.TensorSpec(s.shape, s.dtype, name=n) for n, s in app.SERVING_SIGNATURE.items()]
+    names = list(serving.signature)
+    specs = [tf.TensorSpec(s.shape, s.dtype, name=n) for n, s in serving.signature.items()]
 
     def serve(*tensors):
-        return app.serve(model, **dict(zip(names, tensors)))
+        return serving.serve(model, **dict(zip(names, tensors)))
 
     return serve, specs
 
 
-def write_saved_model(app, model, path: Path) -> None:
+def write_saved_model(serving: Serving, model, path: Path) -> None:
     import keras
 
-    serve, specs = serving_endpoint(app, model)
+    serve, specs = serving_endpoint(serving, model)
     archive = keras.export.ExportArchive()
     archive.track(model)
+    for extra in serving.track:
+        archive.track(extra)
     archive.add_endpoint("serving_default", serve, input_signature=specs)
     archive.write_out(str(path), verbose=False)
+
+
+def _json_value(value):
+    value = np.asarray(value).tolist()
+    return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
 def sample_request(inputs: dict, rows: int = 2) -> dict:
     """A TF Serving REST body ("instances" with named inputs) for the first rows."""
     return {
         "signature_name": "serving_default",
-        "instances": [{name: np.asarray(v[i]).tolist() for name, v in inputs.items()} for i in range(rows)],
+        "instances": [{name: _json_value(v[i]) for name, v in inputs.items()} for i in range(rows)],
     }
 
 
-def export_version(app, model, config, base: Path, inputs: dict, chief: bool = True) -> Path | None:
+def export_version(serving: Serving, model, config, base: Path, inputs: dict, chief: bool = True) -> Path | None:
     """Write, verify and publish the next version under base; returns its folder.
 
     inputs: a small batch of raw serving inputs (real test examples), used to
@@ -75,19 +104,23 @@ def export_version(app, model, config, base: Path, inputs: dict, chief: bool = T
     Non-chief workers of a multi-worker run write to a scratch folder and
     discard it: saving distributed variables is a collective step all must join.
     """
+    import tensorflow as tf
+
     if not chief:
         with tempfile.TemporaryDirectory() as scratch:
-            write_saved_model(app, model, Path(scratch) / "model")
+            write_saved_model(serving, model, Path(scratch) / "model")
         return None
     base.mkdir(parents=True, exist_ok=True)
     version = next_version(base)
     staging = base / f".tmp-{version}-{os.getpid()}"
     try:
-        write_saved_model(app, model, staging)
+        write_saved_model(serving, model, staging)
         (staging / "run_config.json").write_text(config.to_json())
         (staging / "sample_request.json").write_text(json.dumps(sample_request(inputs)))
-        serve, _ = serving_endpoint(app, model)
-        expected = {k: np.asarray(v) for k, v in serve(*inputs.values()).items()}
+        for name, text in serving.files.items():
+            (staging / name).write_text(text)
+        serve, _ = serving_endpoint(serving, model)
+        expected = {k: np.asarray(v) for k, v in serve(*[tf.constant(v) for v in inputs.values()]).items()}
         verify_in_fresh_process(staging, inputs, expected)
         return publish(staging, base)
     finally:
@@ -112,10 +145,15 @@ def publish(staging: Path, base: Path, attempts: int = 20) -> Path:
     raise RuntimeError(f"could not find a free version number under {base}")
 
 
+def _storable(arrays: dict) -> dict:
+    """Strings as fixed-width bytes: .npz stores object arrays only by pickling."""
+    return {k: np.asarray(v).astype(bytes) if np.asarray(v).dtype == object else np.asarray(v) for k, v in arrays.items()}
+
+
 def verify_in_fresh_process(path: Path, inputs: dict, expected: dict) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        np.savez(Path(tmp) / "inputs.npz", **inputs)
-        np.savez(Path(tmp) / "expected.npz", **expected)
+        np.savez(Path(tmp) / "inputs.npz", **_storable(inputs))
+        np.savez(Path(tmp) / "expected.npz", **_storable(expected))
         result = subprocess.run(
             [sys.executable, "-m", "training.export", "verify", str(path), f"{tmp}/inputs.npz", f"{tmp}/expected.npz"],
             capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parent.parent,
@@ -133,12 +171,14 @@ def verify(path: str, inputs_file: str, expected_file: str) -> str:
     signature = loaded.signatures["serving_default"]
     inputs = dict(np.load(inputs_file))
     expected = dict(np.load(expected_file))
-    outputs = {k: v.numpy() for k, v in signature(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
+    outputs = _storable({k: v.numpy() for k, v in signature(**{k: tf.constant(v) for k, v in inputs.items()}).items()})
     if set(outputs) != set(expected):
         raise AssertionError(f"outputs {sorted(outputs)} != expected {sorted(expected)}")
     for name, want in expected.items():
         got = outputs[name]
-        if got.shape != want.shape or not np.allclose(got, want, atol=VERIFY_TOLERANCE):
+        same = (np.array_equal(got, want) if want.dtype.kind in "OSU"  # label names
+                else np.allclose(got, want, atol=VERIFY_TOLERANCE))
+        if got.shape != want.shape or not same:
             raise AssertionError(f"output {name!r} differs from the in-memory model")
     return f"verified {path}: outputs {sorted(outputs)} match on {len(next(iter(inputs.values())))} examples"
 

@@ -54,21 +54,22 @@ def mark_finished(run_dir: Path, results: dict) -> None:
     os.replace(tmp, run_dir / FINISHED)
 
 
-def report(app, config, run_dir: Path, results: dict, export_path: Path | None) -> str:
+def report(serving, config, run_dir: Path, results: dict, export_path: Path | None, details: dict | None = None) -> str:
     """The closing lines: the result, where everything went, and how to look at it."""
     metrics = "  ".join(f"{k}={v:.4f}" for k, v in results.items() if k.startswith("test_"))
-    lines = [
-        "",
-        f"Test set:     {metrics}",
+    lines = ["", f"Test set:     {metrics}"]
+    lines += [f"{k + ':':<13} {v:.4f}" if isinstance(v, float) else f"{k + ':':<13} {v}"
+              for k, v in (details or {}).items()]  # the app's own findings
+    lines += [
         f"Logs:         {run_dir}",
         f"Checkpoint:   {run_dir / 'model.keras'}  (resume backups in {run_dir / 'backup'} are removed once a run finishes)",
         f"TensorBoard:  tensorboard --logdir {Path(config.logdir) / config.app}",
     ]
     if export_path is not None:
-        name, base = app.NAME, export_path.parent.resolve()
-        signature = ", ".join(f"{k} {s.dtype.name}{list(s.shape)}" for k, s in app.SERVING_SIGNATURE.items())
+        name, base = serving.name, export_path.parent.resolve()
+        signature = ", ".join(f"{k} {s.dtype.name}{list(s.shape)}" for k, s in serving.signature.items())
         lines += [
-            f"Export:       {export_path}  (serving_default: {signature} -> {', '.join(app.SERVING_OUTPUTS)})",
+            f"Export:       {export_path}  (serving_default: {signature} -> {', '.join(serving.outputs)})",
             f"Inspect:      saved_model_cli show --dir {export_path} --all",
             f"Serve:        docker run --rm -p 8501:8501 -v {base}:/models/{name} -e MODEL_NAME={name} tensorflow/serving",
             f"Request:      curl -s -X POST -d @{export_path / 'sample_request.json'} http://localhost:8501/v1/models/{name}:predict",

@@ -1,0 +1,100 @@
+"""Regression benchmark: the suite's models against the usual peers, on the TF tutorial's split.
+
+    pip install -r benchmarks/requirements.txt      # scikit-learn, for the peers
+    python -m benchmarks.regression                  # ~10 min on 2 CPU cores
+    python -m benchmarks.regression --seeds 0,1     # fewer seeds
+
+Auto MPG, the tutorial's split (pandas sample(frac=0.8, random_state=0)). Every
+suite model trains through `python -m apps.regression`'s own run function
+(pipeline, model, fit, evaluate, verified export into a scratch folder), once
+per seed; the table shows the mean and spread of test MAE over the seeds. The
+peers see the same training rows: the TF tutorial's DNN exactly as the
+tutorial writes it, scikit-learn's random forest, gradient boosting and least
+squares on the tutorial's features. Then S3: the learned line against least squares.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from apps import regression  # noqa: E402
+from pipelines import autompg  # noqa: E402
+from training.config import default_data_dir, parse_config  # noqa: E402
+from training.run import run  # noqa: E402
+
+
+def suite_model(model: str, seed: int, scratch: str, extra=()) -> dict:
+    config = parse_config(regression, ["--model", model, "--seed", str(seed), "--logdir", f"{scratch}/runs",
+                                       "--export-dir", f"{scratch}/export", "--fresh", *extra])
+    return run(regression, config)
+
+
+def tutorial_features(table: dict) -> np.ndarray:
+    """The tutorial's columns: the six numbers and origin one-hot (car name dropped)."""
+    numbers = np.stack([table[n].astype(np.float32) for n in autompg.NUMERIC], axis=1)
+    return np.concatenate([numbers, np.eye(3, dtype=np.float32)[table["origin"] - 1]], axis=1)
+
+
+def tutorial_dnn(x_train, y_train, x_test, y_test, seed: int) -> float:
+    """The TF basic-regression tutorial's dnn_model, as written there."""
+    keras.utils.set_random_seed(seed)
+    normalizer = keras.layers.Normalization(axis=-1)
+    normalizer.adapt(x_train)
+    model = keras.Sequential([normalizer, keras.layers.Dense(64, activation="relu"),
+                              keras.layers.Dense(64, activation="relu"), keras.layers.Dense(1)])
+    model.compile(loss="mean_absolute_error", optimizer=keras.optimizers.Adam(0.001))
+    model.fit(x_train, y_train, validation_split=0.2, verbose=0, epochs=100)
+    return float(np.mean(np.abs(model.predict(x_test, verbose=0)[:, 0] - y_test)))
+
+
+def peers(seeds) -> dict:
+    from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
+    from sklearn.linear_model import LinearRegression
+
+    table, _ = autompg.auto_mpg_table("auto", default_data_dir())
+    train, validation, test = autompg.split_indices(len(table["mpg"]))
+    fit_rows = np.concatenate([train, validation])  # the tutorial's 314 training cars, in its order
+    x, y = tutorial_features(table), table["mpg"]
+    results = {"TF tutorial DNN": [tutorial_dnn(x[fit_rows], y[fit_rows], x[test], y[test], s) for s in seeds]}
+    for name, make in [("random forest", lambda s: RandomForestRegressor(random_state=s)),
+                       ("gradient boosting", lambda s: GradientBoostingRegressor(random_state=s)),
+                       ("least squares", lambda s: LinearRegression())]:
+        results[name] = [float(np.mean(np.abs(make(s).fit(x[fit_rows], y[fit_rows]).predict(x[test]) - y[test])))
+                         for s in seeds]
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds")
+    parser.add_argument("--models", default="ensemble,mlp,linear", help="suite models to run")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for model in args.models.split(","):
+            start = time.perf_counter()
+            maes = [suite_model(model, s, scratch)["test_mae"] for s in seeds]
+            rows[f"suite {model}" + (" (default)" if model == regression.DEFAULT_MODEL else "")] = maes
+            print(f"[{model}] {time.perf_counter() - start:.0f} s for {len(seeds)} seeds", flush=True)
+        rows.update(peers(seeds))
+        line = suite_model("linear", 42, scratch, ["--dataset", "linear"])
+    print(f"\nAuto MPG, TF tutorial split (78 test cars), test MAE in mpg over seeds {args.seeds}:")
+    print(f"{'model':34s} {'mean':>6s} {'std':>6s}  per seed")
+    for name, maes in rows.items():
+        spread = statistics.stdev(maes) if len(maes) > 1 else 0.0
+        print(f"{name:34s} {statistics.mean(maes):6.3f} {spread:6.3f}  {' '.join(f'{m:.3f}' for m in maes)}")
+    print(f"\nS3 line (100 samples, seed 42): learned w = {line['w']:.4f}, b = {line['b']:.4f}; "
+          f"least squares w = {line['w_least_squares']:.4f}, b = {line['b_least_squares']:.4f}; true w = 2, b = 1")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""apps.regression and apps.text end to end: a smoke epoch under the default strategy
+and under a 2-replica MirroredStrategy on logical CPUs, TensorBoard read back, the
+export served by a fresh process; S3's line against least squares; bad input."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, cli, error_lines
+from test_cli import _tags
+
+STRATEGIES = {"default": [], "mirrored2": ["--strategy", "mirrored", "--cpu-devices", "2"]}
+
+SERVE = """
+import json, sys
+import tensorflow as tf
+fn = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+request = json.load(open(sys.argv[1] + "/sample_request.json"))["instances"]
+inputs = {name: tf.constant([row[name] for row in request]) for name in request[0]}
+out = {k: v.numpy().tolist() for k, v in fn(**inputs).items()}
+print(json.dumps({k: [x.decode() if isinstance(x, bytes) else x for x in v] for k, v in out.items()}))
+"""
+
+
+def _serve(export):
+    """serving_default called in a fresh process with the export's own REST sample request."""
+    served = subprocess.run([sys.executable, "-c", SERVE, str(export)], capture_output=True, text=True,
+                            cwd=ROOT, timeout=300)
+    assert served.returncode == 0, served.stderr[-2000:]
+    return json.loads(served.stdout.strip().splitlines()[-1])
+
+
+def _run(tmp_path, app, *args):
+    result = cli(f"apps.{app}", "--smoke", "--data-source", "mirror", "--logdir", str(tmp_path / "runs"),
+                 "--export-dir", str(tmp_path / "sm"), *args)
+    run_dir = next((tmp_path / "runs" / app).iterdir())
+    return result.stdout, run_dir, json.loads((run_dir / "FINISHED.json").read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
+def test_regression_smoke(tmp_path, data_dir, strategy):
+    out, run_dir, finished = _run(tmp_path, "regression", *STRATEGIES[strategy])
+    assert ("over 2 replica(s)" in out) == (strategy == "mirrored2")
+    assert 0 < finished["test_mae"] < 30
+    assert {"sample_predictions/table", "predicted_vs_true", "test_mae"} <= _tags(run_dir / "test")
+    served = _serve(tmp_path / "sm" / "regression" / "1")
+    request = json.loads((tmp_path / "sm" / "regression" / "1" / "sample_request.json").read_text())
+    assert set(request["instances"][0]) == {"cylinders", "displacement", "horsepower", "weight", "acceleration",
+                                            "model_year", "origin", "car_name"}  # one named raw value per feature
+    assert len(served["mpg"]) == 2 and all(0 < m < 80 for m in served["mpg"])
+
+    # Wrong feature names or types are refused by the signature, naming what was wrong.
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(str(tmp_path / "sm" / "regression" / "1")).signatures["serving_default"]
+    good = {k: tf.constant([v for v in [row[k] for row in request["instances"]]]) for k in request["instances"][0]}
+    with pytest.raises(TypeError, match="weigth"):
+        fn(**{("weigth" if k == "weight" else k): v for k, v in good.items()})
+    with pytest.raises((TypeError, ValueError), match="weight|float"):
+        fn(**{**good, "weight": tf.constant(["heavy", "light"])})
+
+
+def test_linear_lands_on_least_squares(tmp_path):
+    """S3 in full (100 epochs of 100 samples): w and b agree with least squares to two decimals."""
+    result = cli("apps.regression", "--dataset", "linear", "--model", "linear", "--logdir", str(tmp_path / "runs"),
+                 "--export-dir", str(tmp_path / "sm"))
+    run_dir = next((tmp_path / "runs" / "regression").iterdir())
+    details = json.loads((run_dir / "FINISHED.json").read_text())["details"]
+    assert abs(details["w"] - details["w_least_squares"]) < 0.005, details
+    assert abs(details["b"] - details["b_least_squares"]) < 0.005, details
+    assert abs(details["w_least_squares"] - 2) < 0.1 and "w_least_squares:" in result.stdout
+    assert _serve(tmp_path / "sm" / "regression_linear" / "1")["y"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
+def test_sentiment_smoke(tmp_path, data_dir, strategy):
+    out, run_dir, finished = _run(tmp_path, "text", *STRATEGIES[strategy])
+    assert "texts with conflicting labels dropped" in out and "test_macro_f1:" in out
+    assert 0 <= finished["details"]["test_macro_f1"] <= 1
+    assert {"sample_predictions/table", "test_accuracy"} <= _tags(run_dir / "test")
+    assert (run_dir / "test" / "projector_config.pbtxt").exists() and (run_dir / "test" / "metadata.tsv").exists()
+    served = _serve(tmp_path / "sm" / "text" / "1")
+    assert set(served["label"]) <= {"negative", "neutral", "positive"}
+    np.testing.assert_allclose(np.sum(served["probabilities"], axis=1), 1.0, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_language_model_smoke_generate_and_bad_prompts(tmp_path, data_dir):
+    out, run_dir, finished = _run(tmp_path, "text", "--task", "lm", "--sequence-length", "48")
+    details = finished["details"]
+    assert details["test_perplexity"] > 1 and details["bigram_test_perplexity"] > 1
+    assert "sample_continuations" in _tags(run_dir / "test")
+    export = tmp_path / "sm" / "text_lm" / "1"
+    served = _serve(export)
+    assert len(served["next_token"]) == 2 and served["unknown_characters"] == [0, 0]
+    vocabulary = json.loads((export / "vocabulary.json").read_text())
+    assert len(served["probabilities"][0]) == len(vocabulary)
+
+    generated = cli("apps.text", "--task", "lm", "--generate", "I think", "--length", "20", "--export-dir",
+                    str(tmp_path / "sm"))
+    assert generated.stdout.strip().splitlines()[-1].startswith("I think")
+    for prompt, words in [("snow \u2603 man", "never saw in training: '\u2603'"), ("  ", "non-empty prompt")]:
+        bad = cli("apps.text", "--task", "lm", "--generate", prompt, "--export-dir", str(tmp_path / "sm"), check=False)
+        lines = error_lines(bad.stderr)
+        assert bad.returncode == 2 and len(lines) == 1 and words in lines[0], lines
+    assert sorted(p.name for p in (tmp_path / "sm" / "text_lm").iterdir()) == ["1"]  # nothing touched
