@@ -6,16 +6,19 @@ keras/src/backend/tensorflow/trainer.py:
 
 1. `_maybe_symbolic_build` takes the first distributed batch and averages it
    with `strategy.reduce("MEAN", ...)` eagerly, which a collective (multi-worker)
-   strategy cannot do outside a tf.function. Building needs only shapes and
-   dtypes, so the first local replica's batch is enough.
+   strategy cannot do outside a tf.function, and which no strategy can do for
+   string features (MirroredStrategy fails in AddN on apps.regression's car
+   names). Building needs only shapes and dtypes, so the first local replica's
+   batch is enough.
 2. `reduce_per_replica` averages the step's logs across workers with
    `strategy.reduce("MEAN", v, axis=0)`; the logs are scalars, and axis=0 on a
    rank-0 value fails. For scalars the right call is axis=None.
 
 Checked against Keras 3.15.1 with TensorFlow 2.21.0 (tests/test_keras_compat.py
-and the two-process test in tests/test_strategy.py). Applied only for
-MultiWorkerMirroredStrategy; on other Keras versions it is still applied, with
-a warning, as long as the patched names exist.
+and the two-process test in tests/test_strategy.py). Applied by
+resolve_strategy for every strategy (correction 2 only acts multi-worker); on
+other Keras versions it is still applied, with a warning, as long as the
+patched names exist.
 """
 from __future__ import annotations
 

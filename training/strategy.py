@@ -96,11 +96,13 @@ def resolve_strategy(name: str, cpu_devices: int = 1) -> tf.distribute.Strategy:
     MultiWorkerMirroredStrategy and logical CPU devices must be configured
     first, so GPUs are counted with list_physical_devices, which does not.
     """
+    from training import keras_compat
+
+    # Correction 1 is needed under every strategy when a batch holds strings
+    # (Keras averages the first batch to build the model); 2 acts only multi-worker.
+    keras_compat.patch_multi_worker_fit()
     if name == "multi_worker":
         read_tf_config()
-        from training import keras_compat
-
-        keras_compat.patch_multi_worker_fit()
         return tf.distribute.MultiWorkerMirroredStrategy()
     split_cpu(cpu_devices)
     gpus = len(tf.config.list_physical_devices("GPU"))
