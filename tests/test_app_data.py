@@ -95,3 +95,21 @@ def test_bad_input_is_one_line(capsys, tmp_path, app, argv, words):
     lines = error_lines(capsys.readouterr().err)
     assert code == 2 and len(lines) == 1 and words in lines[0], lines
     assert not list(tmp_path.glob("sm/*/*")) and not list(tmp_path.glob("runs/*/*"))
+
+
+@pytest.mark.parametrize("task", ["sentiment", "lm"])
+def test_tfds_text_sources_give_the_mirror_element_spec(tmp_path, monkeypatch, task):
+    """Online, apps.text reads imdb_reviews / tiny_shakespeare (mock_data stands in for the download)."""
+    import tensorflow_datasets as tfds
+
+    from pipelines import sources
+    from pipelines import text as text_data
+
+    monkeypatch.setattr(sources, "internet_reachable", lambda *a: True)
+    with tfds.testing.mock_data(num_examples=16):
+        train, validation, test, class_names, where, _ = text_data.load(task, "online", str(tmp_path))
+        assert where.startswith("tfds:" + ("imdb_reviews" if task == "sentiment" else "tiny_shakespeare"))
+        assert class_names == (("negative", "positive") if task == "sentiment" else ())
+        for ds in (train, validation, test):
+            assert ds.element_spec == (tf.TensorSpec((), tf.string), tf.TensorSpec((), tf.int64))
+        assert len(list(train.take(2))) == 2

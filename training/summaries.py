@@ -112,10 +112,10 @@ class TextPredictions(keras.callbacks.Callback):
     def __init__(self, logdir: str, texts: list[str], labels: list[int], info: dict):
         super().__init__()
         self.logdir, self.texts, self.labels = logdir, texts, labels
-        self.vectorizer, self.class_names = info["vectorizer"], list(info["class_names"])
+        self.encode, self.class_names = info["encode"], list(info["class_names"])
 
     def on_epoch_end(self, epoch, logs=None):
-        probabilities = self.model.predict(self.vectorizer(tf.constant(self.texts)), verbose=0)
+        probabilities = self.model.predict(self.encode(tf.constant(self.texts)), verbose=0)
         rows = ["| text | predicted | p | true |", "|---|---|---|---|"]
         for text, p, label in zip(self.texts, probabilities, self.labels):
             mark = "" if p.argmax() == label else " **wrong**"
@@ -158,7 +158,7 @@ class EmbeddingProjector(keras.callbacks.Callback):
     """At the end of training: the learned token embedding in TensorBoard's Projector.
 
     The model's Embedding layer, or for a bag-of-n-grams model the first Dense
-    kernel (one row per vocabulary entry). Writes a checkpoint of that matrix,
+    kernel, whose first rows belong to the word vocabulary (its inputs come first). Writes a checkpoint of that matrix,
     metadata.tsv with the tokens, and projector_config.pbtxt, in the run folder.
     """
 
@@ -170,8 +170,8 @@ class EmbeddingProjector(keras.callbacks.Callback):
         for layer in self.model.layers:
             if isinstance(layer, (keras.layers.Embedding, keras.layers.Dense)):
                 weights = np.asarray(layer.get_weights()[0])
-                if weights.shape[0] == len(self.vocabulary):
-                    return weights
+                if weights.shape[0] >= len(self.vocabulary):
+                    return weights[:len(self.vocabulary)]
         return None
 
     def on_train_end(self, logs=None):

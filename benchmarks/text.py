@@ -1,0 +1,80 @@
+"""Text benchmark: sentiment models against TF-IDF + logistic regression, and the LSTM
+language model against a bigram model, on the offline tweets' fixed split.
+
+    pip install -r benchmarks/requirements.txt       # scikit-learn, for the peer
+    python -m benchmarks.text                          # sentiment (bag, cnn) and lm
+    python -m benchmarks.text --tasks sentiment --models bag
+
+Every suite model trains through `python -m apps.text`'s own run function
+(pipeline, model, fit, evaluate, verified export into a scratch folder). The
+peer sees the same cleaned, deduplicated tweets and the same split: it is fit
+on train + validation (it has no use for a validation set) and scored on test.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from apps import text  # noqa: E402
+from pipelines import tweets  # noqa: E402
+from training.config import default_data_dir, parse_config  # noqa: E402
+from training.run import run  # noqa: E402
+
+
+def suite(args: list[str], scratch: str) -> tuple[dict, float]:
+    config = parse_config(text, [*args, "--data-source", "mirror", "--logdir", f"{scratch}/runs",
+                                 "--export-dir", f"{scratch}/export", "--fresh"])
+    start = time.perf_counter()
+    results = run(text, config)
+    return results, time.perf_counter() - start
+
+
+def peer() -> tuple[float, float]:
+    """scikit-learn TF-IDF (word 1-2 grams, sublinear tf) + logistic regression."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, f1_score
+
+    corpus = tweets.load(default_data_dir())
+    x_fit = np.concatenate([corpus["train"][0], corpus["validation"][0]])
+    y_fit = np.concatenate([corpus["train"][1], corpus["validation"][1]])
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+    model = LogisticRegression(max_iter=2000).fit(vectorizer.fit_transform(x_fit), y_fit)
+    predicted = model.predict(vectorizer.transform(corpus["test"][0]))
+    y_test = corpus["test"][1]
+    return float(accuracy_score(y_test, predicted)), float(f1_score(y_test, predicted, average="macro"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default="sentiment,lm")
+    parser.add_argument("--models", default="bag,cnn", help="sentiment models to run")
+    args = parser.parse_args()
+    lines = []
+    with tempfile.TemporaryDirectory() as scratch:
+        if "sentiment" in args.tasks:
+            accuracy, f1 = peer()
+            rows = [("TF-IDF 1-2 gram + logistic regression (peer)", accuracy, f1, 0.0)]
+            for model in args.models.split(","):
+                results, seconds = suite(["--model", model], scratch)
+                rows.append((f"suite {model}" + (" (default)" if model == text.DEFAULT_MODEL else ""),
+                             results["test_accuracy"], results["test_macro_f1"], seconds))
+            lines.append("Sentiment, offline tweets, stratified 80/20 split (RandomState 0), test set:")
+            lines.append(f"{'model':48s} {'accuracy':>8s} {'macro-F1':>8s} {'seconds':>8s}")
+            lines += [f"{name:48s} {a:8.4f} {f:8.4f} {s:8.0f}" for name, a, f, s in rows]
+        if "lm" in args.tasks:
+            results, seconds = suite(["--task", "lm"], scratch)
+            lines.append("\nLanguage model, tweet texts, per-character test perplexity (same pairs):")
+            lines.append(f"  suite lstm (S5)            {results['test_perplexity']:8.3f}   ({seconds:.0f} s)")
+            lines.append(f"  add-k bigram (k={results['bigram_add_k']:g})      {results['bigram_test_perplexity']:8.3f}")
+    print("\n" + "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
