@@ -113,3 +113,21 @@ def test_tfds_text_sources_give_the_mirror_element_spec(tmp_path, monkeypatch, t
         for ds in (train, validation, test):
             assert ds.element_spec == (tf.TensorSpec((), tf.string), tf.TensorSpec((), tf.int64))
         assert len(list(train.take(2))) == 2
+
+
+def test_reported_mae_is_the_mae_of_every_test_car(data_dir):
+    """Keras metrics reduce the last axis: on [batch]-shaped outputs "mae" becomes a mean
+    of batch means, overweighting the 14-car last batch. The models output [batch, 1]."""
+    from training.config import parse_config
+    from training.run import build_pipelines
+
+    config = parse_config(regression, ["--model", "mlp", "--data-source", "mirror", "--batch-size", "32"])
+    splits = regression.load_data(config)
+    _, _, test = build_pipelines(regression, config, splits)
+    model, kwargs = regression.build_mlp(config, splits, 8)
+    model.compile(**kwargs)
+    truth = np.concatenate([np.asarray(y) for _, y in test])
+    predicted = model.predict(test, verbose=0).reshape(-1)
+    assert len(truth) % 32 != 0
+    reported = model.evaluate(test, verbose=0, return_dict=True)["mae"]
+    assert reported == pytest.approx(np.mean(np.abs(predicted - truth)), rel=1e-5)
