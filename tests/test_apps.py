@@ -110,3 +110,11 @@ def test_language_model_smoke_generate_and_bad_prompts(tmp_path, data_dir):
         lines = error_lines(bad.stderr)
         assert bad.returncode == 2 and len(lines) == 1 and words in lines[0], lines
     assert sorted(p.name for p in (tmp_path / "sm" / "text_lm").iterdir()) == ["1"]  # nothing touched
+
+
+@pytest.mark.slow
+def test_language_model_under_mirrored_strategy(tmp_path, data_dir):
+    out, run_dir, finished = _run(tmp_path, "text", "--task", "lm", "--sequence-length", "32",
+                                  *STRATEGIES["mirrored2"])
+    assert "over 2 replica(s)" in out and finished["details"]["test_perplexity"] > 1
+    assert _serve(tmp_path / "sm" / "text_lm" / "1")["unknown_characters"] == [0, 0]

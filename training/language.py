@@ -54,7 +54,7 @@ def perplexities(model, splits) -> dict:
     bigram = float(np.exp(-bigram_log_probs(train, test, vocabulary, k).mean()))
     total, count = 0.0, 0
     for x, y in splits.test.batch(256).map(splits.vectorize).as_numpy_iterator():
-        probabilities = model.predict(x, verbose=0)
+        probabilities = np.asarray(model(x, training=False))  # not predict(): see summaries.Continuations
         keep = y != 0
         picked = np.take_along_axis(probabilities, y[..., None], axis=-1)[..., 0][keep]
         total += float(np.log(np.maximum(picked, 1e-12)).sum())

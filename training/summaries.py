@@ -138,7 +138,9 @@ class Continuations(keras.callbacks.Callback):
         ids = [self.ids.get(c, 1) for c in self.boundary + prompt]
         out = ""
         for _ in range(self.length):
-            probabilities = self.model.predict(np.array([ids]), verbose=0)[0, -1]
+            # A direct call, not predict(): predict would split this one prompt across
+            # replicas, and Keras' LSTM fails on the empty share of the second one.
+            probabilities = np.array(self.model(tf.constant([ids], tf.int64), training=False)[0, -1])
             probabilities[:2] = 0  # never padding or [UNK]
             token = self.vocabulary[int(probabilities.argmax())]
             if token == self.boundary:
