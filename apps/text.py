@@ -124,6 +124,15 @@ def augment(features, labels, seed):
 
 # ---- Models -----------------------------------------------------------------
 
+def _classifier(inputs, features, splits, name: str, learning_rate: float):
+    """The sentiment models' shared end: softmax over the classes, Adam, sparse cross-entropy."""
+    outputs = layers.Dense(len(splits.info["class_names"]), activation="softmax", dtype="float32",
+                           name="probabilities")(features)
+    model = keras.Model(inputs, outputs, name=name)
+    return model, dict(optimizer=keras.optimizers.Adam(learning_rate),
+                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+
 def build_bag(config, splits, steps_per_epoch):
     """The default sentiment model: TF-IDF of word 1-2 grams and of character
     2-5 grams, each L2-normalised per text (as scikit-learn does), dropout, one
@@ -140,10 +149,7 @@ def build_bag(config, splits, steps_per_epoch):
     x = layers.Dropout(0.5)(x)
     x = layers.Dense(64, activation="relu", name="token_weights")(x)
     x = layers.Dropout(0.5)(x)
-    outputs = layers.Dense(len(splits.info["class_names"]), activation="softmax", dtype="float32", name="probabilities")(x)
-    model = keras.Model(inputs, outputs, name="bag")
-    return model, dict(optimizer=keras.optimizers.Adam(config.learning_rate or 3e-3),
-                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return _classifier(inputs, x, splits, "bag", config.learning_rate or 3e-3)
 
 
 def build_cnn(config, splits, steps_per_epoch):
@@ -157,10 +163,7 @@ def build_cnn(config, splits, steps_per_epoch):
     x = layers.GlobalMaxPooling1D()(x)
     x = layers.Dense(128, activation="relu")(x)
     x = layers.Dropout(0.5)(x)
-    outputs = layers.Dense(len(splits.info["class_names"]), activation="softmax", dtype="float32", name="probabilities")(x)
-    model = keras.Model(inputs, outputs, name="cnn")
-    return model, dict(optimizer=keras.optimizers.Adam(config.learning_rate or 1e-3),
-                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return _classifier(inputs, x, splits, "cnn", config.learning_rate or 1e-3)
 
 
 def build_lstm(config, splits, steps_per_epoch):
