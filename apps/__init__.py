@@ -8,4 +8,4 @@ import os
 # run's own output; warnings and errors still show. Set before TF is imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-APPS = {"mnist": "apps.mnist"}
+APPS = {"mnist": "apps.mnist", "regression": "apps.regression", "text": "apps.text"}

@@ -26,6 +26,7 @@ from training.config import ModelSpec, UsageError
 from training.export import Serving
 
 NAME = "text"
+OBJECTIVE = "val_accuracy"  # what python -m tuning text maximises (sentiment models)
 TASKS = ("sentiment", "lm")
 TASK_OF_MODEL = {"bag": "sentiment", "cnn": "sentiment", "lstm": "lm"}
 BOUNDARY = "\n"  # marks the start and the end of every text for the language model (texts have no newlines)
@@ -133,6 +134,16 @@ def _classifier(inputs, features, splits, name: str, learning_rate: float):
                        loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
 
+def bag_space(hp):
+    """What `python -m tuning text` searches for bag; every default is the untuned model."""
+    hp.Choice("max_tokens", [5000, 10000, 20000, 40000], default=20000)
+    hp.Choice("char_tokens", [0, 10000, 30000, 60000], default=30000)
+    hp.Choice("units", [32, 64, 128, 256], default=64)
+    hp.Float("dropout", 0.2, 0.7, step=0.1, default=0.5)
+    hp.Float("learning_rate", 3e-4, 1e-2, sampling="log", default=3e-3)
+    hp.Choice("batch_size", [64, 128, 256], default=128)
+
+
 def build_bag(config, splits, steps_per_epoch):
     """The default sentiment model: TF-IDF of word 1-2 grams and of character
     2-5 grams, each L2-normalised per text (as scikit-learn does), dropout, one
@@ -146,23 +157,38 @@ def build_bag(config, splits, steps_per_epoch):
     inputs = {v.name: keras.Input((v.vocabulary_size(),), name=v.name) for v in splits.info["vectorizers"]}
     parts = [layers.UnitNormalization(name=f"{name}_l2")(x) for name, x in inputs.items()]
     x = layers.Concatenate()(parts) if len(parts) > 1 else parts[0]
-    x = layers.Dropout(0.5)(x)
-    x = layers.Dense(64, activation="relu", name="token_weights")(x)
-    x = layers.Dropout(0.5)(x)
+    h = config.hparams  # bag_space
+    x = layers.Dropout(h["dropout"])(x)
+    x = layers.Dense(h["units"], activation="relu", name="token_weights")(x)
+    x = layers.Dropout(h["dropout"])(x)
     return _classifier(inputs, x, splits, "bag", config.learning_rate or 3e-3)
 
 
+def cnn_space(hp):
+    """What `python -m tuning text --model cnn` searches; every default is the untuned model."""
+    hp.Choice("max_tokens", [5000, 10000, 20000, 40000], default=20000)
+    hp.Choice("sequence_length", [32, 48, 64, 96], default=64)
+    hp.Choice("embedding_dim", [32, 64, 128], default=128)
+    hp.Choice("filters", [32, 64, 128], default=128)
+    hp.Choice("kernel_size", [3, 5, 7], default=7)
+    hp.Float("dropout", 0.2, 0.7, step=0.1, default=0.5)
+    hp.Float("learning_rate", 3e-4, 1e-2, sampling="log", default=1e-3)
+    hp.Choice("batch_size", [64, 128, 256], default=128)
+
+
 def build_cnn(config, splits, steps_per_epoch):
-    """The keras.io text-classification Conv1D: Embedding 128 -> Conv1D 128x7 (twice) -> global max pool -> Dense 128."""
+    """The keras.io text-classification Conv1D: Embedding 128 -> Conv1D 128x7 (twice) -> global max pool -> Dense 128
+    (sizes, dropout and rate from config.hparams, cnn_space)."""
+    h = config.hparams
     vocabulary = splits.info["vectorizer"].vocabulary_size()
     inputs = {"token_ids": keras.Input((None,), dtype="int64", name="token_ids")}
-    x = layers.Embedding(vocabulary, 128, name="embedding")(inputs["token_ids"])
-    x = layers.Dropout(0.5)(x)
-    x = layers.Conv1D(128, 7, padding="valid", activation="relu", strides=3)(x)
-    x = layers.Conv1D(128, 7, padding="same", activation="relu", strides=3)(x)
+    x = layers.Embedding(vocabulary, h["embedding_dim"], name="embedding")(inputs["token_ids"])
+    x = layers.Dropout(h["dropout"])(x)
+    x = layers.Conv1D(h["filters"], h["kernel_size"], padding="valid", activation="relu", strides=3)(x)
+    x = layers.Conv1D(h["filters"], h["kernel_size"], padding="same", activation="relu", strides=3)(x)
     x = layers.GlobalMaxPooling1D()(x)
     x = layers.Dense(128, activation="relu")(x)
-    x = layers.Dropout(0.5)(x)
+    x = layers.Dropout(h["dropout"])(x)
     return _classifier(inputs, x, splits, "cnn", config.learning_rate or 1e-3)
 
 
@@ -183,9 +209,9 @@ def build_lstm(config, splits, steps_per_epoch):
 
 DEFAULT_MODEL = "bag"
 MODELS = {
-    "bag": ModelSpec(build_bag, epochs=4, batch_size=128,
+    "bag": ModelSpec(build_bag, epochs=4, batch_size=128, space=bag_space,
                      help="sentiment default: TF-IDF word 1-2 and character 2-5 grams, one hidden layer"),
-    "cnn": ModelSpec(build_cnn, epochs=4, batch_size=128, help="sentiment: the keras.io Conv1D sequence model"),
+    "cnn": ModelSpec(build_cnn, epochs=4, batch_size=128, space=cnn_space, help="sentiment: the keras.io Conv1D sequence model"),
     "lstm": ModelSpec(build_lstm, epochs=4, batch_size=64, help="--task lm: S5's Embedding -> LSTM -> Dense LM, per character"),
 }
 

@@ -85,8 +85,11 @@ def test_run_folder_resolution_resumes_the_newest_unfinished_run_unless_fresh(tm
 def test_ctrl_c_says_how_to_resume_and_exits_130(tmp_path):
     args = ["apps.mnist", "--smoke", "--model", "cnn", "--epochs", "3", "--data-source", "mirror",
             "--logdir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "sm")]
+    # A shell's background job (`.ci/run &`) starts with SIGINT ignored, and a
+    # child inherits that; a terminal's Ctrl-C reaches a process that has it at default.
     proc = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while time.time() < deadline and not list((tmp_path / "runs").glob("mnist/*/steps.jsonl")):
         time.sleep(0.05)

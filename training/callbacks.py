@@ -132,8 +132,9 @@ class PlainProgress(keras.callbacks.Callback):
 
 def hparams_values(config) -> dict:
     """The run's hyperparameters in the types the HParams dashboard accepts."""
-    flat = {k: v for k, v in vars(config).items() if k != "options"}
+    flat = {k: v for k, v in vars(config).items() if k not in ("options", "hparams")}
     flat.update({f"option.{k}": v for k, v in config.options.items()})
+    flat.update({f"hparam.{k}": v for k, v in config.hparams.items()})
     return {k: v for k, v in flat.items() if isinstance(v, (bool, int, float, str)) and k != "data_dir"}
 
 

@@ -26,6 +26,11 @@ class ModelSpec(NamedTuple):
     called inside strategy.scope(); splits.info carries what the training split
     taught (normalisation statistics, vocabulary) for the model to bake in.
     augment: train on app.augment'ed batches.
+    space(hp): registers the model's tunable hyperparameters on a Keras Tuner
+    HyperParameters object, each with the value the model uses untuned as its
+    default (python -m tuning searches it; --hparams FILE sets it). A name that
+    is also a flag (batch_size, learning_rate, max_tokens, ...) sets that flag;
+    the others reach build() as config.hparams.
     """
 
     build: Callable
@@ -33,6 +38,7 @@ class ModelSpec(NamedTuple):
     batch_size: int
     help: str
     augment: bool = False
+    space: Callable | None = None
 
 
 STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "tpu")
@@ -73,6 +79,8 @@ class RunConfig:
     profile: str = ""
     run_id: str = ""
     options: dict = dataclasses.field(default_factory=dict)  # app-specific flags
+    hparams: dict = dataclasses.field(default_factory=dict)  # the model's space values that are not flags
+    include_validation: bool = False  # train on train + validation (a tuned model's final retrain)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -158,6 +166,11 @@ def build_parser(app) -> argparse.ArgumentParser:
     add("--backup-every", type=_positive(int), default=200, help="back up weights and optimizer every N steps, for resume")
     add("--profile", type=_profile_window, default="", help="profile steps START,STOP into TensorBoard's Profile tab")
     add("--run-id", default="", help="name the run folder yourself (default: <model>-<config hash>-<n>)")
+    add("--hparams", metavar="FILE", default="",
+        help="JSON of hyperparameter values (e.g. a search's best_hparams.json) for the model's search space; "
+             "--batch-size and --learning-rate given on the command line still win")
+    add("--include-validation", action="store_true",
+        help="also train on the validation split (the final fit of tuned hyperparameters); validation metrics are then not held out")
     if hasattr(app, "add_arguments"):
         app.add_arguments(parser.add_argument_group(f"{app.NAME} options"))
     return parser
@@ -169,9 +182,20 @@ def parse_config(app, argv) -> RunConfig:
     if args["model"] is None:  # an app whose flags change its default model (apps.text --task lm) says so
         args["model"] = app.default_model(args) if hasattr(app, "default_model") else app.DEFAULT_MODEL
     spec = app.MODELS[args["model"]]
+    hparams_file = args.pop("hparams")
     common = {f.name for f in dataclasses.fields(RunConfig)}
     options = {k: v for k, v in args.items() if k not in common}
     config = RunConfig(app=app.NAME, options=options, **{k: v for k, v in args.items() if k in common})
+    if spec.space is not None:
+        # Untuned, flag-named values keep their flag defaults (the space's
+        # defaults equal them: tests/test_tuning.py checks); a file overrides
+        # both kinds; flags typed on the command line override the file.
+        explicit = {k: getattr(config, k) for k in ("batch_size", "learning_rate") if getattr(config, k) is not None}
+        chosen = read_hparams(hparams_file, spec.space, args["model"]) if hparams_file else {}
+        defaults = {k: v for k, v in space_defaults(spec.space).items() if not _is_flag(config, k)}
+        config = dataclasses.replace(apply_hparams(config, {**defaults, **chosen}), **explicit)
+    elif hparams_file:
+        raise UsageError(f"--hparams: model {args['model']!r} of {app.NAME} has no search space; it takes no hyperparameter file")
     if config.epochs is None:
         config.epochs = 1 if config.smoke else spec.epochs
     if config.batch_size is None:
@@ -184,3 +208,45 @@ def parse_config(app, argv) -> RunConfig:
     if hasattr(app, "check_config"):  # combinations only the app can judge (a model that does not fit a task)
         app.check_config(config)
     return config
+
+
+# ---- Hyperparameters: a model's search space (ModelSpec.space) as run settings.
+
+def _is_flag(config: RunConfig, name: str) -> bool:
+    return name in config.options or name in {f.name for f in dataclasses.fields(RunConfig)}
+
+
+def apply_hparams(config: RunConfig, values: dict) -> RunConfig:
+    """A copy of config with the hyperparameter values set: a name that is a
+    RunConfig field or an app flag sets it; the rest go to config.hparams."""
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    changes = {k: v for k, v in values.items() if k in fields}
+    options = {**config.options, **{k: v for k, v in values.items() if k in config.options}}
+    hparams = {**config.hparams, **{k: v for k, v in values.items() if not _is_flag(config, k)}}
+    return dataclasses.replace(config, options=options, hparams=hparams, **changes)
+
+
+def space_defaults(space) -> dict:
+    """The value of every hyperparameter of a search space when nothing is tuned."""
+    import keras_tuner  # here, not at the top: only models with a space need it
+
+    hp = keras_tuner.HyperParameters()
+    space(hp)
+    return dict(hp.values)
+
+
+def read_hparams(path: str, space, model: str) -> dict:
+    """Hyperparameter values from a JSON file, checked against the model's space."""
+    try:
+        values = json.loads(open(path).read())
+    except OSError as err:
+        raise UsageError(f"--hparams: cannot read {path}: {err.strerror}")
+    except json.JSONDecodeError as err:
+        raise UsageError(f"--hparams: {path} is not JSON ({err}); expected {{\"name\": value, ...}}")
+    values = values.get("hparams", values) if isinstance(values, dict) else values  # a best_hparams.json holds more
+    known = space_defaults(space)
+    if not isinstance(values, dict) or set(values) - set(known):
+        unknown = sorted(set(values) - set(known)) if isinstance(values, dict) else values
+        raise UsageError(f"--hparams: {path} has values that model {model!r} does not take: {unknown}; "
+                         f"it takes {sorted(known)}")
+    return values

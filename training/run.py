@@ -37,9 +37,10 @@ def build_pipelines(app, config: RunConfig, splits, static_shapes: bool = False)
     would cost 4 of S3's 100 points and 27 of Auto MPG's 251 cars every epoch.
     """
     augment = app.augment if app.MODELS[config.model].augment else None
-    examples = int(splits.train.cardinality())
+    source = splits.train.concatenate(splits.validation) if config.include_validation else splits.train
+    examples = int(source.cardinality())
     drop = static_shapes or examples < 0 or examples // config.batch_size >= 100
-    train = make_pipeline(splits.train, global_batch=config.batch_size, training=True, seed=config.seed,
+    train = make_pipeline(source, global_batch=config.batch_size, training=True, seed=config.seed,
                           vectorize=splits.vectorize, augment=augment, drop_remainder=drop)
     validation, test = (make_pipeline(ds, global_batch=config.batch_size, training=False, seed=config.seed,
                                       vectorize=splits.vectorize, drop_remainder=static_shapes)
@@ -82,7 +83,7 @@ def run(app, config: RunConfig) -> dict:
         raise UsageError(f"--batch-size {config.batch_size} is larger than the training set; use a smaller one")
     steps_per_epoch = steps_per_epoch if steps_per_epoch > 0 else None
     serving = app.serving(config, splits)
-    print(f"data from {splits.source}", flush=True)
+    print(f"data from {splits.source}" + (" (training on train + validation)" if config.include_validation else ""), flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)  # only now: bad input above leaves no empty run behind
     if chief:
         (run_dir / "run_config.json").write_text(config.to_json())
@@ -112,7 +113,8 @@ def run(app, config: RunConfig) -> dict:
     ]
     if progress == 2:
         callbacks.append(cb.PlainProgress(config.log_every, steps_per_epoch))
-    model.fit(train, validation_data=validation, epochs=config.epochs, callbacks=callbacks, verbose=progress,
+    # A final fit on train + validation has no held-out validation left to report.
+    model.fit(train, validation_data=None if config.include_validation else validation, epochs=config.epochs, callbacks=callbacks, verbose=progress,
               shuffle=False)  # the pipeline shuffles; this only silences Keras' reminder
 
     # ---- Evaluate on the held-out test set.
@@ -146,14 +148,18 @@ def main(app, argv=None, action=run) -> int:
     action(app, config) does the work: training by default; apps.text passes
     one that generates text instead when asked to (--generate).
     """
+    return guarded(lambda: action(app, parse_config(app, sys.argv[1:] if argv is None else argv)),
+                   "rerun the same command to resume from the last backup")
+
+
+def guarded(work, resume_hint: str) -> int:
+    """Runs a command's work: bad input is one line and exit 2, Ctrl-C says how to resume and exits 130."""
     try:
-        config = parse_config(app, sys.argv[1:] if argv is None else argv)
-        action(app, config)
+        work()
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted: rerun the same command to resume from the last backup", file=sys.stderr)
+        print(f"\ninterrupted: {resume_hint}", file=sys.stderr)
         return 130
     return 0
-

@@ -1,0 +1,112 @@
+"""Tuning benchmark: does `python -m tuning <app>` find something better than the app's default?
+
+    python -m benchmarks.tuning --app mnist        # 20-min Bayesian search, 3 epochs a trial (~35 min in all)
+    python -m benchmarks.tuning --app regression   # 30-trial Bayesian search, then 5 seeds each (~20 min)
+
+1. The real search, as a user runs it (python -m tuning, in a subprocess), into a scratch folder.
+2. The default configuration through the very same trial procedure (same
+   epochs, early stopping, pipelines): its best validation objective beside
+   the search's best trial, so "beats the default" is measured at equal epochs.
+3. Test metrics of the final fits: the tuned configuration and the default,
+   both trained on train + validation (the same data the search's final fit
+   uses), over --seeds.
+4. Memory: the search process's resident memory after each trial (trials.jsonl).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras_tuner  # noqa: E402
+
+from training.config import parse_config  # noqa: E402
+from training.run import run  # noqa: E402
+from tuning.trials import AppHyperModel, objective_direction  # noqa: E402
+
+SETUPS = {
+    "mnist": dict(search=["--tuner", "bayesian", "--max-trials", "100", "--epochs", "3", "--time-budget", "20"],
+                  default_epochs=3, seeds=[42], metric="test_accuracy"),
+    "regression": dict(search=["--tuner", "bayesian", "--max-trials", "30", "--patience", "10"],
+                       default_epochs=100, seeds=[0, 1, 2, 3, 4], metric="test_mae"),
+}
+
+
+def search(app_name: str, scratch: Path, extra) -> Path:
+    argv = [sys.executable, "-m", "tuning", app_name, *SETUPS[app_name]["search"], "--data-source", "mirror",
+            "--logdir", str(scratch / "runs"), "--export-dir", str(scratch / "export"), *extra]
+    print("$", " ".join(argv[1:]), flush=True)
+    subprocess.run(argv, check=True)
+    return next(p for p in (scratch / "runs" / "tuning" / app_name).iterdir() if (p / "search.json").exists())
+
+
+def default_trial(app, base_argv, search_dir: Path, patience: int) -> float:
+    """The untuned configuration through the search's own trial procedure; its best validation objective."""
+    base = parse_config(app, base_argv)
+    scratch = search_dir.parent / "default-trial"  # its trials.jsonl row stays out of the search's
+    scratch.mkdir(exist_ok=True)
+    hypermodel = AppHyperModel(app, base, scratch, app.OBJECTIVE, patience, None)
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)  # an empty HyperParameters: every value is the space's default
+    history = hypermodel.fit(hp, model, verbose=2)
+    values = history.history[app.OBJECTIVE]
+    return max(values) if objective_direction(app.OBJECTIVE) == "max" else min(values)
+
+
+def final_fits(app, argv, seeds, scratch: Path, metric: str) -> list[float]:
+    out = []
+    for seed in seeds:
+        config = parse_config(app, [*argv, "--seed", str(seed), "--include-validation", "--data-source", "mirror",
+                                    "--logdir", str(scratch / "final"), "--export-dir", str(scratch / "final-export"), "--fresh"])
+        out.append(run(app, config)[metric])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--app", choices=list(SETUPS), required=True)
+    parser.add_argument("--seeds", default=None, help="seeds of the final fits (comma-separated)")
+    parser.add_argument("--scratch", default=None, help="keep the search here (default: a temporary folder)")
+    parser.add_argument("extra", nargs="*", help="more flags for python -m tuning (after --)")
+    args = parser.parse_args()
+    setup = SETUPS[args.app]
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else setup["seeds"]
+    scratch = Path(args.scratch or tempfile.mkdtemp(prefix=f"tuning-bench-{args.app}-"))
+    app = __import__(f"apps.{args.app}", fromlist=["NAME"])
+
+    search_dir = search(args.app, scratch, args.extra)
+    best = json.loads((search_dir / "best_hparams.json").read_text())
+    rows = [json.loads(line) for line in (search_dir / "trials.jsonl").read_text().splitlines()]
+    patience = json.loads((search_dir / "search.json").read_text())["settings"]["patience"]
+    trial_epochs = setup["default_epochs"]
+    default_value = default_trial(app, ["--data-source", "mirror", "--epochs", str(trial_epochs)], search_dir, patience)
+
+    best_file = str(search_dir / "best_hparams.json")
+    tuned = final_fits(app, ["--hparams", best_file, "--epochs", str(best["epochs"])], seeds, scratch, setup["metric"])
+    default = final_fits(app, ["--epochs", str(setup["default_epochs"])], seeds, scratch, setup["metric"])
+
+    memory = [r["resident_mb"] for r in rows]
+    print(f"\n## {args.app}: {len(rows)} trials in {search_dir}")
+    print(f"best trial {best['trial_id']}: {app.OBJECTIVE} {best[app.OBJECTIVE]:.4f} after {best['epochs']} epoch(s); "
+          f"hyperparameters {json.dumps(best['hparams'])}")
+    print(f"default through the same trial procedure ({trial_epochs} epochs at most): {app.OBJECTIVE} {default_value:.4f}")
+    print(f"\n| final fit on train + validation, seeds {','.join(map(str, seeds))} | mean {setup['metric']} | per seed |")
+    print("|---|---|---|")
+    for name, values in (("tuned", tuned), ("default", default)):
+        print(f"| {name} | {statistics.mean(values):.4f} | {', '.join(f'{v:.4f}' for v in values)} |")
+    print(f"\nresident memory after each trial (MB): {', '.join(f'{m:.0f}' for m in memory)}")
+    half = len(memory) // 2
+    if half:
+        print(f"first half mean {statistics.mean(memory[:half]):.0f} MB, second half mean {statistics.mean(memory[half:]):.0f} MB, "
+              f"max {max(memory):.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

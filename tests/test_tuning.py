@@ -1,0 +1,271 @@
+"""python -m tuning: real searches on the smoke slice of real Auto MPG, for every tuner,
+killed and resumed; a chief with two workers on 127.0.0.1; the HParams data read
+back from the event files; bad input refused with one line and nothing lost."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from apps import mnist, regression, text
+from conftest import ROOT
+from training.config import UsageError, parse_config, space_defaults
+
+SEARCH = ["regression", "--smoke", "--data-source", "mirror", "--epochs", "2"]
+
+
+def tuning(tmp_path, *extra, **popen):
+    argv = [sys.executable, "-m", "tuning", *SEARCH, "--logdir", str(tmp_path / "runs"),
+            "--export-dir", str(tmp_path / "sm"), *extra]
+    return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def trial_rows(search_dir: Path) -> list[dict]:
+    path = search_dir / "trials.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def hparams_of_run(run_dir: Path) -> tuple[dict, list[float]]:
+    """(hyperparameters, best-objective values per epoch) as TensorBoard's HParams plugin reads them."""
+    values, best = {}, []
+    for events in sorted(run_dir.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(events)):
+            for v in event.summary.value:
+                if v.tag == "_hparams_/session_start_info":
+                    data = plugin_data_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content)
+                    for name, value in data.session_start_info.hparams.items():
+                        values[name] = value.WhichOneof("kind") and getattr(value, value.WhichOneof("kind"))
+                elif v.tag == "best_val_mae":
+                    best.append(float(tf.make_ndarray(v.tensor)))
+    return values, best
+
+
+def completed_trials(search_dir: Path) -> list[str]:
+    """Trials the oracle has recorded as COMPLETED (Keras Tuner's trial_<id>/trial.json)."""
+    out = []
+    for path in search_dir.glob("trial_*/trial.json"):
+        try:
+            trial = json.loads(path.read_text())
+        except ValueError:  # caught half written
+            continue
+        if trial["status"] == "COMPLETED":
+            out.append(trial["trial_id"])
+    return sorted(out)
+
+
+def processes_under(path: Path) -> list[int]:
+    """Live processes whose command line names `path` (the search's workers carry its --logdir)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(path) in cmdline.read_bytes().decode(errors="replace"):
+                pids.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
+def children_of(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+@pytest.mark.parametrize("tuner", ["hyperband", "bayesian", "random"])
+def test_search_killed_after_a_trial_resumes_without_repeating_it(tmp_path, tuner):
+    search_dir = tmp_path / "runs" / "tuning" / "regression" / f"ensemble-{tuner}-1"
+    extra = ["--max-trials", "2"] + ([] if tuner == "random" else ["--no-retrain"])
+    extra += ["--folds", "2"] if tuner == "bayesian" else []  # cross-validated trials, read back the same way
+    proc = tuning(tmp_path, "--tuner", tuner, *extra)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not completed_trials(search_dir):
+        time.sleep(0.1)
+    assert proc.poll() is None, "the search ended before it could be killed:\n" + proc.stdout.read()
+    os.kill(proc.pid, signal.SIGKILL)  # a real kill, mid-search: trial 0 recorded, trial 1 under way
+    proc.wait()
+    first = trial_rows(search_dir)
+    assert completed_trials(search_dir) == ["0"] and [r["trial"] for r in first][:1] == ["0"]
+    deadline = time.time() + 30
+    while processes_under(tmp_path) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not processes_under(tmp_path), "a worker outlived its killed chief"
+
+    out, _ = tuning(tmp_path, "--tuner", tuner, *extra).communicate(timeout=300)
+    assert "(resuming)" in out, out
+    assert completed_trials(search_dir) == ["0", "1"], out
+    rows = trial_rows(search_dir)
+    assert [r for r in rows if r["trial"] == "0"] == [first[0]], out  # the recorded trial was not run again
+    rows = [r for r in rows if r["trial"] != "1"] + [r for r in rows if r["trial"] == "1"][-1:]  # 1 may have run twice
+    assert rows[0]["hparams"] == space_defaults(regression.ensemble_space)  # trial 0 is the untuned default
+    assert len({r["pid"] for r in rows}) == 2  # each trial in its own process
+    oracle = json.loads((search_dir / "oracle.json").read_text())
+    assert len(oracle["end_order"]) == 2
+
+    # HParams: every trial's values and its best (not last) objective, read back from its own run.
+    best = json.loads((search_dir / "best_hparams.json").read_text())
+    scores = {}
+    for row in rows:
+        values, best_per_epoch = hparams_of_run(search_dir / row["trial"] / "execution0")
+        for name, value in row["hparams"].items():
+            assert values[name] == pytest.approx(value), name
+        assert best_per_epoch == sorted(best_per_epoch, reverse=True)  # a running minimum
+        scores[row["trial"]] = best_per_epoch[-1]
+    assert best["val_mae"] == pytest.approx(min(scores.values()), rel=1e-5)
+    assert best["hparams"] == next(r["hparams"] for r in rows if r["trial"] == best["trial_id"])
+    if tuner == "random":  # the best retrained on train + validation and exported as version 1
+        assert (tmp_path / "sm" / "regression" / "1" / "saved_model.pb").exists(), out
+        final = json.loads((tmp_path / "runs" / "regression" / f"tuned-{search_dir.name}" / "run_config.json").read_text())
+        assert final["include_validation"] and final["epochs"] == best["epochs"]
+        assert {k: final["hparams"][k] for k in final["hparams"]} == {k: best["hparams"][k] for k in final["hparams"]}
+        assert (search_dir / "FINISHED.json").exists()
+
+
+def test_chief_and_two_workers_share_one_search(tmp_path):
+    out, _ = tuning(tmp_path, "--tuner", "random", "--max-trials", "4", "--workers", "2",
+                    "--no-retrain").communicate(timeout=500)
+    search_dir = tmp_path / "runs" / "tuning" / "regression" / "ensemble-random-1"
+    rows = trial_rows(search_dir)
+    assert sorted(r["trial"] for r in rows) == ["0", "1", "2", "3"], out  # each trial once
+    assert {r["tuner"] for r in rows} == {"worker0", "worker1"}, rows  # both workers trained trials
+    assert len({r["pid"] for r in rows}) == 4  # a fresh process for every trial gives the memory back
+    assert "[worker0] " in out and "[worker1] " in out  # their epochs show on the chief's console
+    assert "4 trial(s): 4 completed" in out, out
+
+
+def test_a_trial_whose_process_is_killed_fails_and_the_search_goes_on(tmp_path):
+    """As when the kernel's out-of-memory killer ends a trial: the trial is
+    recorded FAILED with the cause, a new worker takes the next trial."""
+    proc = tuning(tmp_path, "--tuner", "random", "--max-trials", "2", "--epochs", "300", "--no-retrain")
+    search_dir = tmp_path / "runs" / "tuning" / "regression" / "ensemble-random-1"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (search_dir / "trial_0" / "trial.json").exists():
+        time.sleep(0.1)
+    time.sleep(2)
+    workers = children_of(proc.pid)
+    assert len(workers) == 1, workers
+    os.kill(workers[0], signal.SIGKILL)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert "trial 0 failed: its process was killed by SIGKILL" in out, out
+    assert "2 trial(s): 1 completed, 1 failed" in out, out
+    assert completed_trials(search_dir) == ["1"]
+
+
+def test_time_budget_ends_the_search_cleanly(tmp_path):
+    out, _ = tuning(tmp_path, "--tuner", "random", "--max-trials", "10", "--time-budget", "0.01",
+                    "--no-retrain").communicate(timeout=300)
+    assert "time budget of 0.01 min spent" in out, out
+    assert "1 trial(s): 1 completed" in out, out
+
+
+def test_nan_trial_is_recorded_failed_and_the_search_goes_on(tmp_path, monkeypatch, capsys):
+    from tuning.search import main
+
+    def nan_space(hp):  # two trials: a sane rate and one that turns the loss into NaN
+        hp.Choice("learning_rate", [1e-3, 1e30])
+        hp.Fixed("members", 1), hp.Fixed("hidden_layers", 1), hp.Fixed("units", 8), hp.Fixed("dropout", 0.0)
+        hp.Fixed("l2", 0.0), hp.Fixed("loss", "mse"), hp.Fixed("optimizer", "adam"), hp.Fixed("schedule", "constant")
+        hp.Fixed("batch_size", 32)
+
+    monkeypatch.setitem(regression.MODELS, "ensemble", regression.MODELS["ensemble"]._replace(space=nan_space))
+    code = main([*SEARCH, "--tuner", "random", "--max-trials", "2", "--no-retrain", "--workers", "0",
+                 "--logdir", str(tmp_path / "runs")])  # in this process, where the space is patched
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "2 trial(s): 1 completed, 1 failed" in out
+    assert "failed: trial" in out and "loss became" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["speech"], "unknown app 'speech'"),
+    (["regression", "--tuner", "grid"], "argument --tuner: invalid choice"),
+    (["regression", "--time-budget", "0"], "argument --time-budget: must be positive"),
+    (["regression", "--max-trials", "-2"], "argument --max-trials: must be positive"),
+    (["regression", "--workers", "-1"], "--workers must be 0 or more"),
+    (["text", "--task", "lm"], "model 'lstm' of text has no search space"),
+])
+def test_bad_input_gets_one_line(argv, message, capsys):
+    from tuning.search import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+def test_unwritable_logdir_and_changed_space_are_refused_without_touching_anything(tmp_path, capsys, monkeypatch):
+    from tuning.search import main
+
+    blocked = tmp_path / "a-file"  # not a folder: nothing can be written under it, even as root
+    blocked.write_text("keep me")
+    assert main([*SEARCH, "--logdir", str(blocked / "runs")]) == 2
+    assert "--logdir" in capsys.readouterr().err and blocked.read_text() == "keep me"
+
+    argv = [*SEARCH, "--tuner", "random", "--max-trials", "1", "--no-retrain", "--workers", "0",
+            "--logdir", str(tmp_path / "runs")]
+    assert main(argv) == 0
+    search_dir = tmp_path / "runs" / "tuning" / "regression" / "ensemble-random-1"
+    (search_dir / "FINISHED.json").unlink()  # as if killed before the end
+    before = {p: p.read_bytes() for p in search_dir.rglob("*") if p.is_file()}
+    wider = lambda hp: (regression.ensemble_space(hp), hp.Choice("units_extra", [1, 2]))  # noqa: E731
+    monkeypatch.setitem(regression.MODELS, "ensemble", regression.MODELS["ensemble"]._replace(space=wider))
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "was started with a different search space" in err and "--fresh" in err, err
+    assert before == {p: p.read_bytes() for p in search_dir.rglob("*") if p.is_file()}
+    assert main([*argv, "--fresh"]) == 0  # --fresh starts a new search beside it
+    assert (search_dir.parent / "ensemble-random-2" / "best_hparams.json").exists()
+
+
+@pytest.mark.parametrize("app, argv", [(mnist, []), (regression, []), (text, []), (text, ["--model", "cnn"])])
+def test_search_space_defaults_are_the_untuned_model(app, argv):
+    """A name that is also a flag keeps the flag's default untuned; the space must agree with it."""
+    config = parse_config(app, argv)
+    defaults = space_defaults(app.MODELS[config.model].space)
+    for name, value in defaults.items():
+        if name == "learning_rate":
+            continue  # None on the command line: the builder's own default, checked below
+        actual = getattr(config, name) if hasattr(config, name) else config.options.get(name, config.hparams.get(name))
+        assert actual == value, name
+    model, compile_kwargs = None, None
+    if app is regression:
+        splits = app.load_data(parse_config(app, ["--smoke", "--data-source", "mirror"]))
+        model, compile_kwargs = app.MODELS[config.model].build(config, splits, 8)
+        assert float(compile_kwargs["optimizer"].learning_rate) == pytest.approx(defaults["learning_rate"])
+        assert len(model.get_layer("members").layers) == 1 + 10 * 3 + 1  # input, 10 x (2 dense + output), average
+
+
+def test_hparams_file_sets_the_model_and_bad_files_are_refused(tmp_path):
+    good = tmp_path / "best.json"
+    good.write_text(json.dumps({"hparams": {"members": 3, "batch_size": 64, "learning_rate": 0.01}, "epochs": 7}))
+    config = parse_config(regression, ["--hparams", str(good)])
+    assert (config.hparams["members"], config.batch_size, config.learning_rate) == (3, 64, 0.01)
+    assert parse_config(regression, ["--hparams", str(good), "--batch-size", "16"]).batch_size == 16  # the flag wins
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"widht": 3}))
+    with pytest.raises(UsageError, match="does not take: \\['widht'\\]"):
+        parse_config(regression, ["--hparams", str(bad)])
+    with pytest.raises(UsageError, match="has no search space"):
+        parse_config(regression, ["--model", "mlp", "--hparams", str(good)])
+
+
+def test_search_runs_its_trials_under_the_apps_strategy(tmp_path):
+    """The strategy the app resolves is the tuner's: a 2-replica MirroredStrategy over two logical CPUs.
+    In a fresh process, as users run it: in this test process, after other
+    searches, the second model's collective all-reduce failed."""
+    out, _ = tuning(tmp_path, "--strategy", "mirrored", "--cpu-devices", "2", "--tuner", "random", "--max-trials", "1",
+                    "--no-retrain").communicate(timeout=300)
+    assert "2 replica(s) (MirroredStrategy)" in out and "1 trial(s): 1 completed" in out, out

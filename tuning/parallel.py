@@ -1,0 +1,183 @@
+"""Trials in child processes: --workers N processes against one chief, with Keras Tuner's own oracle service.
+
+Why child processes, even for one worker: TensorFlow and Keras do not give
+back the memory of a trained model. clear_session() and gc.collect() between
+models still left a bare build-and-fit loop growing from 764 to 1,273 MB over
+12 models (Keras 3.15.1, TF 2.21), and a search in one process grew the same
+way (756 to 1,345 MB over 30 regression trials). A process that exits returns
+everything. So by default one worker trains the trials and is replaced after
+--trials-per-worker of them (1: every trial gets a fresh process).
+
+A process that dies in a trial (the kernel's out-of-memory killer, a crash in
+native code) costs only that trial: the chief records it FAILED with the
+cause and starts a new worker, and the search goes on.
+
+Keras Tuner reads three environment variables: KERASTUNER_TUNER_ID ("chief" for
+the process that holds the oracle, any other name for a worker),
+KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT (where the chief's gRPC oracle
+listens). The chief hands out trials and records results; the workers train.
+
+On one machine `--workers N` does it all: this process becomes the chief on
+127.0.0.1 and starts N workers with the same command line. Across machines,
+set the variables yourself and give every process the same --search-id and a
+--logdir they all can write (a shared file system), e.g.
+
+    # machine A (chief; 10.0.0.1):
+    KERASTUNER_TUNER_ID=chief KERASTUNER_ORACLE_IP=0.0.0.0 KERASTUNER_ORACLE_PORT=8000 \\
+        python -m tuning mnist --search-id big --logdir /shared/runs
+    # machines B, C, ... (workers; each its own id):
+    KERASTUNER_TUNER_ID=tuner-b KERASTUNER_ORACLE_IP=10.0.0.1 KERASTUNER_ORACLE_PORT=8000 \\
+        python -m tuning mnist --search-id big --logdir /shared/runs
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import keras_tuner
+
+from training.config import UsageError
+from tuning.report import DEADLINE_ENV
+
+LOOPBACK = "127.0.0.1"
+RECYCLE_EXIT = 75  # a worker that ran its --trials-per-worker and wants a successor (EX_TEMPFAIL)
+TRIALS_ENV = "TFSUITE_TRIALS_PER_WORKER"
+
+
+def is_worker() -> bool:
+    """A process that trains trials for a chief elsewhere (Keras Tuner's rule)."""
+    return "KERASTUNER_ORACLE_IP" in os.environ and os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief"
+
+
+class Recycle(Exception):
+    """Raised in a worker between trials once it has run its share."""
+
+
+def recycle_after(tuner) -> None:
+    """In a local worker: leave (exit RECYCLE_EXIT) before asking for trial K+1; the chief starts a successor."""
+    limit = int(os.environ.get(TRIALS_ENV, "0"))
+    if not limit:
+        return  # a worker started by hand on another machine runs until the search ends
+    done, on_trial_end, pre_create = [0], tuner.on_trial_end, tuner.pre_create_trial
+
+    def counted_end(trial):
+        on_trial_end(trial)
+        done[0] += 1
+
+    def maybe_leave():
+        if done[0] >= limit:
+            raise Recycle()
+        pre_create()
+
+    tuner.on_trial_end, tuner.pre_create_trial = counted_end, maybe_leave
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def worker_argv(argv: list[str], search_id: str) -> list[str]:
+    """The chief's command line for a worker: no --workers, no --fresh, the chief's search folder."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--workers", "--search-id", "--trials-per-worker"):
+            skip = True
+            continue
+        if arg.startswith(("--workers=", "--search-id=", "--trials-per-worker=")) or arg == "--fresh":
+            continue
+        out.append(arg)
+    return out + ["--search-id", search_id]
+
+
+def _die_with_parent() -> None:
+    # A worker must not outlive a chief killed with SIGKILL: it would train on, unseen.
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _pump(stream, log: Path, prefix: str) -> None:
+    """A worker's output into its log and onto this console (its epochs are the search's progress)."""
+    with open(log, "ab") as out:
+        for line in iter(stream.readline, b""):
+            out.write(line)
+            out.flush()
+            if not line.startswith((b"I0000", b"W0000", b"E0000", b"WARNING: All log")):  # TensorFlow's C++ start-up lines
+                sys.stdout.write(prefix + line.decode(errors="replace"))
+                sys.stdout.flush()
+
+
+def _last_line(log: Path) -> str:
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "(empty log)"
+
+
+def _cause(code: int) -> str:
+    if code < 0:
+        name = signal.Signals(-code).name
+        return f"its process was killed by {name}" + (" (out of memory?)" if -code == signal.SIGKILL else "")
+    return f"its process exited with status {code}"
+
+
+def run_chief(tuner, search_kwargs: dict, workers: int, trials_per_worker: int, search_dir: Path,
+              argv: list[str], deadline: float | None) -> None:
+    """Serves the oracle on 127.0.0.1 while `workers` local processes run the trials; returns when all are done."""
+    port = str(_free_port())
+    os.environ.update(KERASTUNER_TUNER_ID="chief", KERASTUNER_ORACLE_IP=LOOPBACK, KERASTUNER_ORACLE_PORT=port)
+    oracle = tuner.oracle
+    chief = threading.Thread(target=tuner.search, kwargs=search_kwargs, daemon=True)
+    chief.start()  # Keras Tuner's chief serves the oracle until the workers have been told to stop
+    env = {**os.environ, TRIALS_ENV: str(trials_per_worker)}
+    if deadline is not None:
+        env[DEADLINE_ENV] = str(deadline)
+    if workers > 1:
+        env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")  # workers share a GPU instead of each taking all of it
+
+    def start(i: int) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", "tuning", *worker_argv(argv, search_dir.name)],
+                                env={**env, "KERASTUNER_TUNER_ID": f"worker{i}"}, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        prefix = f"[worker{i}] " if workers > 1 else ""
+        threading.Thread(target=_pump, args=(proc.stdout, search_dir / f"worker{i}.log", prefix), daemon=True).start()
+        return proc
+
+    print(f"chief: oracle on {LOOPBACK}:{port}; trials run in {workers} worker process(es), a new one every "
+          f"{trials_per_worker} trial(s) (logs: {search_dir}/worker<i>.log)", flush=True)
+    running, failures = {i: start(i) for i in range(workers)}, 0
+    try:
+        while running:
+            time.sleep(0.5)
+            for i, proc in list(running.items()):
+                code = proc.poll()
+                if code is None:
+                    continue
+                if code == 0:  # told by the oracle that the search is over
+                    del running[i]
+                elif code == RECYCLE_EXIT:
+                    running[i], failures = start(i), 0
+                else:
+                    trial = oracle.ongoing_trials.get(f"worker{i}")
+                    log = search_dir / f"worker{i}.log"
+                    if trial is None or failures >= 2:  # died outside a trial, or again and again: not the trial's fault
+                        raise UsageError(f"worker{i} stopped: {_cause(code)}; its log ends: {_last_line(log)} "
+                                         f"(all of it: {log}); rerun the same command to resume the search")
+                    trial.status = keras_tuner.engine.trial.TrialStatus.FAILED
+                    trial.message = f"{_cause(code)} during the trial (see {log})"
+                    oracle.end_trial(trial)
+                    print(f"trial {trial.trial_id} failed: {trial.message}; the search goes on", flush=True)
+                    running[i], failures = start(i), failures + 1
+    finally:
+        for proc in running.values():
+            proc.terminate()
+            proc.wait(timeout=60)
+    chief.join(timeout=30)  # every trial has ended; the server notices the last stop within seconds
