@@ -84,6 +84,17 @@ def children_of(pid: int) -> list[int]:
     return out
 
 
+def hparams_columns(search_dir: Path) -> tuple[list[str], list[str]]:
+    """The HParams dashboard's declared columns: (hyperparameter names, metric tags)."""
+    for events in search_dir.glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(events)):
+            for v in event.summary.value:
+                if v.tag == "_hparams_/experiment":
+                    info = plugin_data_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content).experiment
+                    return sorted(h.name for h in info.hparam_infos), sorted(m.name.tag for m in info.metric_infos)
+    return [], []
+
+
 @pytest.mark.parametrize("tuner", ["hyperband", "bayesian", "random"])
 def test_search_killed_after_a_trial_resumes_without_repeating_it(tmp_path, tuner):
     search_dir = tmp_path / "runs" / "tuning" / "regression" / f"ensemble-{tuner}-1"
@@ -131,6 +142,15 @@ def test_search_killed_after_a_trial_resumes_without_repeating_it(tmp_path, tune
         assert final["include_validation"] and final["epochs"] == best["epochs"]
         assert {k: final["hparams"][k] for k in final["hparams"]} == {k: best["hparams"][k] for k in final["hparams"]}
         assert (search_dir / "FINISHED.json").exists()
+        # Killed after the final fit, before the search was marked finished: the rerun neither trains nor exports again.
+        (search_dir / "FINISHED.json").unlink()
+        again, _ = tuning(tmp_path, "--tuner", tuner, *extra).communicate(timeout=300)
+        assert "retraining" not in again and (search_dir / "FINISHED.json").exists(), again
+        assert sorted(p.name for p in (tmp_path / "sm" / "regression").iterdir()) == ["1"]
+    # The dashboard's columns, declared at the search's root: every hyperparameter and the metrics.
+    columns, metrics = hparams_columns(search_dir)
+    assert columns == sorted([*space_defaults(regression.ensemble_space), "tuner/epochs"])
+    assert metrics == ["best_val_mae", "epoch_loss", "epoch_mae"]
 
 
 def test_chief_and_two_workers_share_one_search(tmp_path):

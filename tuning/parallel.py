@@ -49,6 +49,7 @@ from tuning.report import DEADLINE_ENV
 LOOPBACK = "127.0.0.1"
 RECYCLE_EXIT = 75  # a worker that ran its --trials-per-worker and wants a successor (EX_TEMPFAIL)
 TRIALS_ENV = "TFSUITE_TRIALS_PER_WORKER"
+CHIEF_PID_ENV = "TFSUITE_CHIEF_PID"
 
 
 def is_worker() -> bool:
@@ -101,9 +102,26 @@ def worker_argv(argv: list[str], search_id: str) -> list[str]:
     return out + ["--search-id", search_id]
 
 
-def _die_with_parent() -> None:
-    # A worker must not outlive a chief killed with SIGKILL: it would train on, unseen.
+def die_with_chief() -> None:
+    """In a local worker: a worker must not outlive a chief killed with SIGKILL
+    (it would train on, unseen). Set here, not in Popen's preexec_fn: forking a
+    process whose gRPC threads run and then running Python in the child made
+    workers abort now and then."""
+    chief = int(os.environ.get(CHIEF_PID_ENV, "0"))
+    if not chief:
+        return
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != chief:  # the chief died before the line above took effect
+        os._exit(1)
+
+
+def leave(code: int) -> None:
+    """A worker's exit. Skips the interpreter's teardown, where gRPC's and
+    TensorFlow's threads sometimes aborted the process (SIGABRT) after its work
+    was done and reported."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _pump(stream, log: Path, prefix: str) -> None:
@@ -137,7 +155,7 @@ def run_chief(tuner, search_kwargs: dict, workers: int, trials_per_worker: int, 
     oracle = tuner.oracle
     chief = threading.Thread(target=tuner.search, kwargs=search_kwargs, daemon=True)
     chief.start()  # Keras Tuner's chief serves the oracle until the workers have been told to stop
-    env = {**os.environ, TRIALS_ENV: str(trials_per_worker)}
+    env = {**os.environ, TRIALS_ENV: str(trials_per_worker), CHIEF_PID_ENV: str(os.getpid())}
     if deadline is not None:
         env[DEADLINE_ENV] = str(deadline)
     if workers > 1:
@@ -146,7 +164,7 @@ def run_chief(tuner, search_kwargs: dict, workers: int, trials_per_worker: int, 
     def start(i: int) -> subprocess.Popen:
         proc = subprocess.Popen([sys.executable, "-m", "tuning", *worker_argv(argv, search_dir.name)],
                                 env={**env, "KERASTUNER_TUNER_ID": f"worker{i}"}, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+                                stderr=subprocess.STDOUT)
         prefix = f"[worker{i}] " if workers > 1 else ""
         threading.Thread(target=_pump, args=(proc.stdout, search_dir / f"worker{i}.log", prefix), daemon=True).start()
         return proc
@@ -166,16 +184,18 @@ def run_chief(tuner, search_kwargs: dict, workers: int, trials_per_worker: int, 
                 elif code == RECYCLE_EXIT:
                     running[i], failures = start(i), 0
                 else:
-                    trial = oracle.ongoing_trials.get(f"worker{i}")
                     log = search_dir / f"worker{i}.log"
-                    if trial is None or failures >= 2:  # died outside a trial, or again and again: not the trial's fault
+                    trial = oracle.ongoing_trials.get(f"worker{i}")
+                    if trial is not None:  # the trial dies with its process; the search goes on
+                        trial.status = keras_tuner.engine.trial.TrialStatus.FAILED
+                        trial.message = f"{_cause(code)} during the trial (see {log})"
+                        oracle.end_trial(trial)
+                        print(f"trial {trial.trial_id} failed: {trial.message}; the search goes on", flush=True)
+                    failures += 1
+                    if failures > 3:  # again and again: the setup is broken, not a trial
                         raise UsageError(f"worker{i} stopped: {_cause(code)}; its log ends: {_last_line(log)} "
                                          f"(all of it: {log}); rerun the same command to resume the search")
-                    trial.status = keras_tuner.engine.trial.TrialStatus.FAILED
-                    trial.message = f"{_cause(code)} during the trial (see {log})"
-                    oracle.end_trial(trial)
-                    print(f"trial {trial.trial_id} failed: {trial.message}; the search goes on", flush=True)
-                    running[i], failures = start(i), failures + 1
+                    running[i] = start(i)  # a successor asks for the next trial (or hears the search is over)
     finally:
         for proc in running.values():
             proc.terminate()

@@ -1,14 +1,17 @@
 """python -m tuning <app>: a Keras Tuner search over an app's search space, then the best model trained and exported.
 
     python -m tuning mnist --time-budget 20            # Hyperband, ends cleanly after 20 minutes
-    python -m tuning regression --tuner bayesian --max-trials 30
-    python -m tuning text --model cnn --workers 2      # a chief and two worker processes share one search
+    python -m tuning regression --tuner bayesian --max-trials 20 --folds 5   # trials scored by 5-fold CV
+    python -m tuning text --model cnn --workers 2      # two worker processes share one search
 
 Every flag of `python -m apps.<app>` passes through (--smoke, --data-source,
 --strategy, --seed, ...); --epochs is the most a trial trains. The search is
 linear: app flags -> search folder (resumed or new) -> tuner -> search ->
 top trials table -> best_hparams.json -> the best configuration retrained on
 train + validation for its best epoch count -> exported as the app's next version.
+
+This process holds the search (Keras Tuner's oracle); trials train in worker
+processes that exit after --trials-per-worker trials (tuning/parallel.py says why).
 """
 from __future__ import annotations
 
@@ -196,6 +199,8 @@ def default_first(oracle, space) -> None:
 
 def search(app, args, base) -> dict:
     worker = parallel.is_worker()
+    if worker:
+        parallel.die_with_chief()
     chief = not worker and args.workers > 0
     if chief:
         # The chief only hands out trials; its workers train. Hidden GPUs keep
@@ -235,10 +240,10 @@ def search(app, args, base) -> dict:
         try:
             tuner.search(**search_kwargs)
         except parallel.Recycle:
-            raise SystemExit(parallel.RECYCLE_EXIT)  # the chief starts this worker's successor
+            parallel.leave(parallel.RECYCLE_EXIT)  # the chief starts this worker's successor
     budget.save()
     if worker:
-        return {}
+        parallel.leave(0)
 
     best = report.summarise(tuner, search_dir, args.top, app.OBJECTIVE, space_defaults(app.MODELS[base.model].space))
     if best is None:
