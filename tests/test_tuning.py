@@ -289,3 +289,15 @@ def test_search_runs_its_trials_under_the_apps_strategy(tmp_path):
     out, _ = tuning(tmp_path, "--strategy", "mirrored", "--cpu-devices", "2", "--tuner", "random", "--max-trials", "1",
                     "--no-retrain").communicate(timeout=300)
     assert "2 replica(s) (MirroredStrategy)" in out and "1 trial(s): 1 completed" in out, out
+
+
+def test_bad_input_found_by_a_worker_is_one_line_at_once(tmp_path, capsys):
+    """The chief leaves the devices to its workers, so a worker finds that this
+    machine has no TPU: its usage error ends the search with one line, no retries."""
+    from tuning.search import main
+
+    assert main([*SEARCH, "--strategy", "tpu", "--max-trials", "1", "--no-retrain", "--logdir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --strategy tpu: no TPU found") and "(worker0;" in err[0], err
+    log = (tmp_path / "runs" / "tuning" / "regression" / "ensemble-hyperband-1" / "worker0.log").read_text()
+    assert log.count("error: --strategy tpu") == 1  # one worker, not a string of restarts

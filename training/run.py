@@ -152,13 +152,16 @@ def main(app, argv=None, action=run) -> int:
                    "rerun the same command to resume from the last backup")
 
 
+USAGE_EXIT = 2  # bad input: one line on stderr, "error: ..."
+
+
 def guarded(work, resume_hint: str) -> int:
     """Runs a command's work: bad input is one line and exit 2, Ctrl-C says how to resume and exits 130."""
     try:
         work()
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return USAGE_EXIT
     except KeyboardInterrupt:
         print(f"\ninterrupted: {resume_hint}", file=sys.stderr)
         return 130

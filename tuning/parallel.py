@@ -44,6 +44,7 @@ from pathlib import Path
 import keras_tuner
 
 from training.config import UsageError
+from training.run import USAGE_EXIT
 from tuning.report import DEADLINE_ENV
 
 LOOPBACK = "127.0.0.1"
@@ -130,7 +131,8 @@ def _pump(stream, log: Path, prefix: str) -> None:
         for line in iter(stream.readline, b""):
             out.write(line)
             out.flush()
-            if not line.startswith((b"I0000", b"W0000", b"E0000", b"WARNING: All log")):  # TensorFlow's C++ start-up lines
+            # TensorFlow's C++ start-up lines stay in the log; so does a worker's bad-input line, which the chief repeats.
+            if not line.startswith((b"I0000", b"W0000", b"E0000", b"WARNING: All log", b"error: ")):
                 sys.stdout.write(prefix + line.decode(errors="replace"))
                 sys.stdout.flush()
 
@@ -183,6 +185,9 @@ def run_chief(tuner, search_kwargs: dict, workers: int, trials_per_worker: int, 
                     del running[i]
                 elif code == RECYCLE_EXIT:
                     running[i], failures = start(i), 0
+                elif code == USAGE_EXIT:  # bad input (a --strategy this machine lacks, ...): retrying cannot help
+                    log = search_dir / f"worker{i}.log"
+                    raise UsageError(f"{_last_line(log).removeprefix('error: ')} (worker{i}; its log: {log})")
                 else:
                     log = search_dir / f"worker{i}.log"
                     trial = oracle.ongoing_trials.get(f"worker{i}")
