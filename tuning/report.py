@@ -14,7 +14,6 @@ from tensorboard.plugins.hparams import api as hp_api
 
 from tuning.trials import model_values, objective_direction, resident_mb
 
-direction = objective_direction
 DEADLINE_ENV = "TFSUITE_TUNING_DEADLINE"  # the chief's deadline, for its workers
 
 
@@ -99,7 +98,7 @@ def summarise(tuner, search_dir: Path, top: int, objective: str, defaults: dict)
     stands; writes best_hparams.json; returns the best or None."""
     trials = list(tuner.oracle.trials.values())
     done = sorted((t for t in trials if t.status == "COMPLETED" and t.score is not None),
-                  key=lambda t: t.score, reverse=direction(objective) == "max")
+                  key=lambda t: t.score, reverse=objective_direction(objective) == "max")
     failed = [t for t in trials if t.status in ("FAILED", "INVALID")]
     names = sorted({k for t in done[:top] for k in model_values(t.hyperparameters)})
     print(f"\n{len(trials)} trial(s): {len(done)} completed, {len(failed)} failed. Top {min(top, len(done))} by {objective}:")

@@ -32,7 +32,7 @@ from training.outputs import FINISHED, check_writable
 from training.run import guarded
 from training.strategy import describe, resolve_mixed_precision, resolve_strategy
 from tuning import parallel, report
-from tuning.trials import AppHyperModel
+from tuning.trials import AppHyperModel, objective_direction
 
 TUNERS = {"hyperband": keras_tuner.Hyperband, "bayesian": keras_tuner.BayesianOptimization,
           "random": keras_tuner.RandomSearch}
@@ -147,7 +147,7 @@ def check_resume(search_dir: Path, wanted: dict) -> bool:
 
 
 def make_tuner(app, args, base, search_dir: Path, hypermodel, strategy):
-    common = dict(objective=keras_tuner.Objective(app.OBJECTIVE, report.direction(app.OBJECTIVE)),
+    common = dict(objective=keras_tuner.Objective(app.OBJECTIVE, objective_direction(app.OBJECTIVE)),
                   directory=str(search_dir.parent), project_name=search_dir.name, overwrite=False, seed=base.seed,
                   distribution_strategy=strategy if strategy and strategy.num_replicas_in_sync > 1 else None,
                   max_consecutive_failed_trials=5)

@@ -169,18 +169,15 @@ class AppHyperModel(keras_tuner.HyperModel):
 def write_mean_curves(log_dir: str, history: dict, objective: str) -> None:
     """Where Keras' TensorBoard callback would have put them (train/, validation/,
     epoch_<metric>), plus the running best of the objective."""
-    direction = objective_direction(objective)
     for split, keys in (("train", [k for k in history if not k.startswith("val_")]),
                         ("validation", [k for k in history if k.startswith("val_")])):
         with tf.summary.create_file_writer(os.path.join(log_dir, split)).as_default():
             for key in keys:
                 for epoch, value in enumerate(history[key]):
                     tf.summary.scalar(f"epoch_{key.removeprefix('val_')}", value, step=epoch)
-    best = None
-    with tf.summary.create_file_writer(log_dir).as_default():
-        for epoch, value in enumerate(history[objective]):
-            best = value if best is None else (max if direction == "max" else min)(best, value)
-            tf.summary.scalar(f"best_{objective}", best, step=epoch)
+    best = RunningBest(log_dir, objective)
+    for epoch, value in enumerate(history[objective]):
+        best.on_epoch_end(epoch, {objective: value})
 
 
 class FailOnNaN(keras.callbacks.Callback):
