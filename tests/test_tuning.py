@@ -18,6 +18,8 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from apps import mnist, regression, text
 from conftest import ROOT
 from training.config import UsageError, parse_config, space_defaults
+from tuning.parallel import free_port
+from tuning.trials import trailing_mean
 
 SEARCH = ["regression", "--smoke", "--data-source", "mirror", "--epochs", "2"]
 
@@ -165,6 +167,27 @@ def test_chief_and_two_workers_share_one_search(tmp_path):
     assert "4 trial(s): 4 completed" in out, out
 
 
+def test_a_worker_started_by_hand_joins_the_search_as_from_another_machine(tmp_path):
+    """tuning/parallel.py's recipe for a search across machines, on 127.0.0.1:
+    the chief listens where KERASTUNER_ORACLE_IP and _PORT say (all interfaces
+    here), a worker started by hand with its own id joins by --search-id, and
+    the chief ends only when that worker's trials have ended too."""
+    port = str(free_port())
+    argv = ["--tuner", "random", "--max-trials", "4", "--no-retrain", "--search-id", "shared"]
+    oracle = {"KERASTUNER_ORACLE_PORT": port}
+    chief = tuning(tmp_path, *argv, env={**os.environ, **oracle, "KERASTUNER_TUNER_ID": "chief",
+                                         "KERASTUNER_ORACLE_IP": "0.0.0.0"})
+    by_hand = tuning(tmp_path, *argv, env={**os.environ, **oracle, "KERASTUNER_TUNER_ID": "tuner-b",
+                                           "KERASTUNER_ORACLE_IP": "127.0.0.1"})
+    out, _ = chief.communicate(timeout=500)
+    other, _ = by_hand.communicate(timeout=120)
+    assert chief.returncode == 0 and by_hand.returncode == 0, out + other
+    assert f"chief: oracle on 0.0.0.0:{port}" in out, out
+    rows = trial_rows(tmp_path / "runs" / "tuning" / "regression" / "shared")
+    assert sorted(r["trial"] for r in rows) == ["0", "1", "2", "3"], out + other  # each trial once
+    assert {r["tuner"] for r in rows} == {"worker0", "tuner-b"}, rows
+    assert "4 trial(s): 4 completed" in out, out
+
 def test_a_trial_whose_process_is_killed_fails_and_the_search_goes_on(tmp_path):
     """As when the kernel's out-of-memory killer ends a trial: the trial is
     recorded FAILED with the cause, a new worker takes the next trial."""
@@ -182,6 +205,32 @@ def test_a_trial_whose_process_is_killed_fails_and_the_search_goes_on(tmp_path):
     assert "trial 0 failed: its process was killed by SIGKILL" in out, out
     assert "2 trial(s): 1 completed, 1 failed" in out, out
     assert completed_trials(search_dir) == ["1"]
+
+
+def test_workers_that_keep_dying_end_the_search_with_one_line_and_it_resumes(tmp_path):
+    """A setup that kills every worker (here: this test, four times in a row) is
+    not a bad trial: the chief stops restarting them, says so in one line,
+    exits 2, and the search folder is kept, so the same command resumes it."""
+    proc = tuning(tmp_path, "--tuner", "random", "--max-trials", "1", "--no-retrain")
+    killed, deadline = set(), time.time() + 180
+    while len(killed) < 4 and time.time() < deadline and proc.poll() is None:
+        for pid in set(children_of(proc.pid)) - killed:
+            os.kill(pid, signal.SIGKILL)
+            killed.add(pid)
+        time.sleep(0.05)
+    out, _ = proc.communicate(timeout=120)
+    assert len(killed) == 4, out
+    assert proc.returncode == 2, out
+    errors = [line for line in out.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "worker0 stopped: its process was killed by SIGKILL" in errors[0], out
+    assert "rerun the same command to resume the search" in errors[0], out
+    assert not children_of(proc.pid)
+    search_dir = tmp_path / "runs" / "tuning" / "regression" / "ensemble-random-1"
+    assert (search_dir / "search.json").exists()
+    again = tuning(tmp_path, "--tuner", "random", "--max-trials", "1", "--no-retrain")
+    out, _ = again.communicate(timeout=300)
+    assert again.returncode == 0 and "(resuming)" in out, out
+    assert "1 trial(s): 1 completed" in out, out
 
 
 def test_time_budget_ends_the_search_cleanly(tmp_path):
@@ -248,6 +297,15 @@ def test_unwritable_logdir_and_changed_space_are_refused_without_touching_anythi
     assert before == {p: p.read_bytes() for p in search_dir.rglob("*") if p.is_file()}
     assert main([*argv, "--fresh"]) == 0  # --fresh starts a new search beside it
     assert (search_dir.parent / "ensemble-random-2" / "best_hparams.json").exists()
+
+
+def test_a_cross_validated_score_is_not_its_luckiest_epoch():
+    """One lucky epoch (1.0 amid 3s) must not outscore a curve that settles at 2."""
+    jittery, settled = [4, 3, 3, 3, 3, 1, 3, 3], [4, 3, 2, 2, 2, 2, 2, 2]
+    assert min(trailing_mean(jittery, 5)) == pytest.approx(2.6)
+    assert min(trailing_mean(settled, 5)) == pytest.approx(2.0)  # better: it wins the search
+    assert trailing_mean([4, 2, 3], 2) == [4, 3, 2.5]  # the first epochs average what there is
+    assert trailing_mean(settled, 1) == settled
 
 
 @pytest.mark.parametrize("app, argv", [(mnist, []), (regression, []), (text, []), (text, ["--model", "cnn"])])

@@ -22,12 +22,18 @@ On one machine `--workers N` does it all: this process becomes the chief on
 set the variables yourself and give every process the same --search-id and a
 --logdir they all can write (a shared file system), e.g.
 
-    # machine A (chief; 10.0.0.1):
+    # machine A (chief; 10.0.0.1), with --workers N local workers of its own (default 1):
     KERASTUNER_TUNER_ID=chief KERASTUNER_ORACLE_IP=0.0.0.0 KERASTUNER_ORACLE_PORT=8000 \\
         python -m tuning mnist --search-id big --logdir /shared/runs
     # machines B, C, ... (workers; each its own id):
     KERASTUNER_TUNER_ID=tuner-b KERASTUNER_ORACLE_IP=10.0.0.1 KERASTUNER_ORACLE_PORT=8000 \\
         python -m tuning mnist --search-id big --logdir /shared/runs
+
+The chief ends (table, best hyperparameters, final fit) only when the other
+machines' workers have ended their trials too. Keras Tuner has no heartbeat: a
+worker machine that dies mid-trial keeps the chief waiting (it says so every
+30 s); stop it and rerun the chief's command to resume. On 127.0.0.1 this is
+tests/test_tuning.py's worker-started-by-hand test.
 """
 from __future__ import annotations
 
@@ -81,7 +87,7 @@ def recycle_after(tuner) -> None:
     tuner.on_trial_end, tuner.pre_create_trial = counted_end, maybe_leave
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
         return s.getsockname()[1]
@@ -151,13 +157,19 @@ def _cause(code: int) -> str:
 
 def run_chief(tuner, search_kwargs: dict, workers: int, trials_per_worker: int, search_dir: Path,
               argv: list[str], deadline: float | None) -> None:
-    """Serves the oracle on 127.0.0.1 while `workers` local processes run the trials; returns when all are done."""
-    port = str(_free_port())
-    os.environ.update(KERASTUNER_TUNER_ID="chief", KERASTUNER_ORACLE_IP=LOOPBACK, KERASTUNER_ORACLE_PORT=port)
+    """Serves the oracle while `workers` local processes run the trials; returns when every
+    trial has ended, those of workers on other machines included.
+
+    The oracle listens on 127.0.0.1 at a free port, or where KERASTUNER_ORACLE_IP
+    and KERASTUNER_ORACLE_PORT say when they are set (a search across machines)."""
+    bind = os.environ.get("KERASTUNER_ORACLE_IP", LOOPBACK)
+    port = os.environ.get("KERASTUNER_ORACLE_PORT") or str(free_port())
+    os.environ.update(KERASTUNER_TUNER_ID="chief", KERASTUNER_ORACLE_IP=bind, KERASTUNER_ORACLE_PORT=port)
     oracle = tuner.oracle
     chief = threading.Thread(target=tuner.search, kwargs=search_kwargs, daemon=True)
     chief.start()  # Keras Tuner's chief serves the oracle until the workers have been told to stop
-    env = {**os.environ, TRIALS_ENV: str(trials_per_worker), CHIEF_PID_ENV: str(os.getpid())}
+    env = {**os.environ, TRIALS_ENV: str(trials_per_worker), CHIEF_PID_ENV: str(os.getpid()),
+           "KERASTUNER_ORACLE_IP": LOOPBACK if bind in ("0.0.0.0", "::", "[::]") else bind}
     if deadline is not None:
         env[DEADLINE_ENV] = str(deadline)
     if workers > 1:
@@ -171,7 +183,7 @@ def run_chief(tuner, search_kwargs: dict, workers: int, trials_per_worker: int, 
         threading.Thread(target=_pump, args=(proc.stdout, search_dir / f"worker{i}.log", prefix), daemon=True).start()
         return proc
 
-    print(f"chief: oracle on {LOOPBACK}:{port}; trials run in {workers} worker process(es), a new one every "
+    print(f"chief: oracle on {bind}:{port}; trials run in {workers} worker process(es), a new one every "
           f"{trials_per_worker} trial(s) (logs: {search_dir}/worker<i>.log)", flush=True)
     running, failures = {i: start(i) for i in range(workers)}, 0
     try:
@@ -205,4 +217,10 @@ def run_chief(tuner, search_kwargs: dict, workers: int, trials_per_worker: int, 
         for proc in running.values():
             proc.terminate()
             proc.wait(timeout=60)
-    chief.join(timeout=30)  # every trial has ended; the server notices the last stop within seconds
+    # Keras Tuner's server returns once no trial is running and every worker,
+    # here or on another machine, has been told the search is over.
+    chief.join(timeout=30)
+    while chief.is_alive():
+        held = {tuner_id: trial.trial_id for tuner_id, trial in oracle.ongoing_trials.items()}
+        print(f"chief: waiting for the workers {sorted(oracle.tuner_ids)} (trials they hold: {held})", flush=True)
+        chief.join(timeout=30)

@@ -142,8 +142,10 @@ class AppHyperModel(keras_tuner.HyperModel):
     def _fit_folds(self, config, model, callbacks, board, kwargs):
         """--folds K: K models, each validated on its own fold, trained for all the
         trial's epochs (early stopping would leave curves of different lengths);
-        the trial's curve, and so its score and best epoch, is the folds' mean
-        epoch by epoch. TensorBoard gets the mean curves and the HParams session."""
+        the trial's curve is the folds' mean epoch by epoch, and its score and
+        best epoch come from that curve's trailing mean over SMOOTHING epochs.
+        TensorBoard gets the mean curves, the score's running best and the
+        HParams session."""
         curves = []
         for fold in range(self.folds):
             if fold:
@@ -154,21 +156,35 @@ class AppHyperModel(keras_tuner.HyperModel):
                                 callbacks=[FailOnNaN(), Deadline(self.deadline)], **kwargs)
             curves.append(history.history)
         epochs = min(len(next(iter(c.values()))) for c in curves)  # a deadline may cut a fold short
-        mean = keras.callbacks.History()
-        mean.history = {k: [sum(c[k][e] for c in curves) / len(curves) for e in range(epochs)] for k in curves[0]}
+        mean = {k: [sum(c[k][e] for c in curves) / len(curves) for e in range(epochs)] for k in curves[0]}
+        scored = keras.callbacks.History()
+        scored.history = {**mean, self.objective: trailing_mean(mean[self.objective], SMOOTHING)}
         if board is not None:
-            write_mean_curves(board.log_dir, mean.history, self.objective)
+            write_mean_curves(board.log_dir, mean, scored.history[self.objective], self.objective)
             session = next((c for c in callbacks if isinstance(c, hp_api.KerasCallback)), None)
             if session is not None:  # Keras Tuner's HParams record of the trial
                 session.set_model(model)
                 session.on_train_begin()
                 session.on_train_end()
-        return mean
+        return scored
 
 
-def write_mean_curves(log_dir: str, history: dict, objective: str) -> None:
+# A cross-validated trial is scored on its objective averaged over this many
+# epochs. The best single epoch of a jittery curve (a high learning rate, small
+# batches) is partly luck, and the minimum over 100 such epochs credited exactly
+# the configurations whose retrained model lands anywhere on the jitter.
+SMOOTHING = 5
+
+
+def trailing_mean(values: list[float], window: int) -> list[float]:
+    """values[e] replaced by the mean of values[e - window + 1 .. e] (fewer at the start)."""
+    return [sum(values[max(0, e - window + 1):e + 1]) / (e + 1 - max(0, e - window + 1)) for e in range(len(values))]
+
+
+def write_mean_curves(log_dir: str, history: dict, score: list[float], objective: str) -> None:
     """Where Keras' TensorBoard callback would have put them (train/, validation/,
-    epoch_<metric>), plus the running best of the objective."""
+    epoch_<metric>), plus the running best of the trial's score (the objective's
+    trailing mean, see SMOOTHING)."""
     for split, keys in (("train", [k for k in history if not k.startswith("val_")]),
                         ("validation", [k for k in history if k.startswith("val_")])):
         with tf.summary.create_file_writer(os.path.join(log_dir, split)).as_default():
@@ -176,7 +192,7 @@ def write_mean_curves(log_dir: str, history: dict, objective: str) -> None:
                 for epoch, value in enumerate(history[key]):
                     tf.summary.scalar(f"epoch_{key.removeprefix('val_')}", value, step=epoch)
     best = RunningBest(log_dir, objective)
-    for epoch, value in enumerate(history[objective]):
+    for epoch, value in enumerate(score):
         best.on_epoch_end(epoch, {objective: value})
 
 
