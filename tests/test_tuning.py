@@ -258,13 +258,30 @@ def test_nan_trial_is_recorded_failed_and_the_search_goes_on(tmp_path, monkeypat
     assert "failed: trial" in out and "loss became" in out
 
 
+def test_language_model_search_minimises_its_validation_loss(tmp_path, capsys):
+    """--task lm is tuned by validation loss (log perplexity), lower is better,
+    through the same trials, HParams columns and best_hparams.json."""
+    from tuning.search import main
+
+    argv = ["text", "--task", "lm", "--smoke", "--data-source", "mirror", "--tuner", "random", "--max-trials", "2",
+            "--workers", "0", "--no-retrain", "--logdir", str(tmp_path / "runs")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "random search of model lstm for the best val_loss" in out, out
+    search_dir = tmp_path / "runs" / "tuning" / "text" / "lstm-random-1"
+    scores = [json.loads(p.read_text())["score"] for p in search_dir.glob("trial_*/trial.json")]
+    best = json.loads((search_dir / "best_hparams.json").read_text())
+    assert len(scores) == 2 and best["val_loss"] == pytest.approx(min(scores))
+    assert set(best["hparams"]) == set(space_defaults(text.lstm_space))
+    assert hparams_columns(search_dir)[1][0] == "best_val_loss"
+
 @pytest.mark.parametrize("argv, message", [
     (["speech"], "unknown app 'speech'"),
     (["regression", "--tuner", "grid"], "argument --tuner: invalid choice"),
     (["regression", "--time-budget", "0"], "argument --time-budget: must be positive"),
     (["regression", "--max-trials", "-2"], "argument --max-trials: must be positive"),
     (["regression", "--workers", "-1"], "--workers must be 0 or more"),
-    (["text", "--task", "lm"], "model 'lstm' of text has no search space"),
+    (["regression", "--model", "linear"], "model 'linear' of regression has no search space"),
 ])
 def test_bad_input_gets_one_line(argv, message, capsys):
     from tuning.search import main
@@ -308,7 +325,8 @@ def test_a_cross_validated_score_is_not_its_luckiest_epoch():
     assert trailing_mean(settled, 1) == settled
 
 
-@pytest.mark.parametrize("app, argv", [(mnist, []), (regression, []), (text, []), (text, ["--model", "cnn"])])
+@pytest.mark.parametrize("app, argv", [(mnist, []), (regression, []), (text, []), (text, ["--model", "cnn"]),
+                                       (text, ["--task", "lm"])])
 def test_search_space_defaults_are_the_untuned_model(app, argv):
     """A name that is also a flag keeps the flag's default untuned; the space must agree with it."""
     config = parse_config(app, argv)

@@ -31,6 +31,8 @@ class ModelSpec(NamedTuple):
     default (python -m tuning searches it; --hparams FILE sets it). A name that
     is also a flag (batch_size, learning_rate, max_tokens, ...) sets that flag;
     the others reach build() as config.hparams.
+    objective: what python -m tuning optimises for this model, when not the
+    app's OBJECTIVE (a language model: its validation loss).
     """
 
     build: Callable
@@ -39,6 +41,7 @@ class ModelSpec(NamedTuple):
     help: str
     augment: bool = False
     space: Callable | None = None
+    objective: str = ""
 
 
 STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "tpu")

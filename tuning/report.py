@@ -141,12 +141,12 @@ def memory(search_dir: Path) -> str:
     return f"{trials}; this process {resident_mb():.0f} MB"
 
 
-def closing(app, search_dir: Path, base) -> str:
+def closing(app, search_dir: Path, base, objective: str) -> str:
     return "\n".join([
         "",
         f"Memory:       {memory(search_dir)}",
         f"Search:       {search_dir}  (trials.jsonl: time and memory per trial)",
         f"Best:         {search_dir / 'best_hparams.json'}  (train it yourself: python -m apps.{app.NAME} --model {base.model} "
         f"--hparams {search_dir / 'best_hparams.json'} --epochs N)",
-        f"TensorBoard:  tensorboard --logdir {search_dir}  (HParams tab: every trial, its values and best {app.OBJECTIVE})",
+        f"TensorBoard:  tensorboard --logdir {search_dir}  (HParams tab: every trial, its values and best {objective})",
     ])

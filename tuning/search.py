@@ -88,6 +88,7 @@ def parse(argv):
     if spec.space is None:
         spaced = [m for m, s in app.MODELS.items() if s.space is not None]
         raise UsageError(f"model {base.model!r} of {app.NAME} has no search space; tune one of {', '.join(spaced)} (--model)")
+    args.objective = spec.objective or app.OBJECTIVE
     return app, args, base
 
 
@@ -108,7 +109,7 @@ def settings(app, args, base) -> dict:
     fields = dataclasses.asdict(base)
     for key in ("fresh", "run_id", "logdir", "export_dir", "data_dir", "profile", "hparams"):
         fields.pop(key)
-    return {"app": app.NAME, "tuner": args.tuner, "objective": app.OBJECTIVE, "factor": args.factor,
+    return {"app": app.NAME, "tuner": args.tuner, "objective": args.objective, "factor": args.factor,
             "initial_points": args.initial_points, "folds": args.folds,
             "patience": args.patience, "config": fields, "space": space_config(app.MODELS[base.model].space)}
 
@@ -147,7 +148,7 @@ def check_resume(search_dir: Path, wanted: dict) -> bool:
 
 
 def make_tuner(app, args, base, search_dir: Path, hypermodel, strategy):
-    common = dict(objective=keras_tuner.Objective(app.OBJECTIVE, objective_direction(app.OBJECTIVE)),
+    common = dict(objective=keras_tuner.Objective(args.objective, objective_direction(args.objective)),
                   directory=str(search_dir.parent), project_name=search_dir.name, overwrite=False, seed=base.seed,
                   distribution_strategy=strategy if strategy and strategy.num_replicas_in_sync > 1 else None,
                   max_consecutive_failed_trials=5)
@@ -217,14 +218,14 @@ def search(app, args, base) -> dict:
     if not worker:
         search_dir.mkdir(parents=True, exist_ok=True)
         (search_dir / "search.json").write_text(json.dumps({"settings": wanted, "command": sys.argv}, indent=2))
-        report.write_hparams_config(search_dir, app.MODELS[base.model].space, app.OBJECTIVE)
+        report.write_hparams_config(search_dir, app.MODELS[base.model].space, args.objective)
     budget = report.Budget(search_dir, args.time_budget, owner=not worker)
     scored = f"{args.folds}-fold cross-validated " if args.folds > 1 else ""
-    print(f"{app.NAME}: {args.tuner} search of model {base.model} for the best {scored}{app.OBJECTIVE}, up to "
+    print(f"{app.NAME}: {args.tuner} search of model {base.model} for the best {scored}{args.objective}, up to "
           f"{base.epochs} epoch(s) a trial, {where}, in {search_dir}" + (" (resuming)" if resuming and not worker else ""),
           flush=True)
 
-    hypermodel = AppHyperModel(app, base, search_dir, app.OBJECTIVE, args.patience, budget.deadline,
+    hypermodel = AppHyperModel(app, base, search_dir, args.objective, args.patience, budget.deadline,
                                static_shapes=isinstance(strategy, tf.distribute.TPUStrategy), folds=args.folds)
     tuner = make_tuner(app, args, base, search_dir, hypermodel, strategy)
     if not worker:
@@ -245,12 +246,12 @@ def search(app, args, base) -> dict:
     if worker:
         parallel.leave(0)
 
-    best = report.summarise(tuner, search_dir, args.top, app.OBJECTIVE, space_defaults(app.MODELS[base.model].space))
+    best = report.summarise(tuner, search_dir, args.top, args.objective, space_defaults(app.MODELS[base.model].space))
     if best is None:
         raise UsageError(f"no trial of {search_dir} completed; see the table above for why (nothing was exported)")
     results = {} if args.no_retrain else final_fit(app, args, base, search_dir, best)
     (search_dir / FINISHED).write_text(json.dumps({"best": best, "final": results}, indent=2))
-    print(report.closing(app, search_dir, base), flush=True)
+    print(report.closing(app, search_dir, base, args.objective), flush=True)
     return results
 
 
