@@ -1,7 +1,7 @@
 """Tuning benchmark: does `python -m tuning <app>` find something better than the app's default?
 
-    python -m benchmarks.tuning --app mnist        # 20-min Bayesian search, 3 epochs a trial (~25 min in all)
-    python -m benchmarks.tuning --app regression   # 20-trial Bayesian search, 5-fold CV, then 5 seeds each (~30 min)
+    python -m benchmarks.tuning --app mnist        # 20-min Bayesian search, 3 epochs a trial (~28 min in all)
+    python -m benchmarks.tuning --app regression   # 20-trial Bayesian search, 5-fold CV, then 5 seeds each (~16 min)
 
 1. The real search, as a user runs it (python -m tuning, in a subprocess), into a scratch folder.
 2. The default configuration through the very same trial procedure (same
