@@ -268,6 +268,7 @@ def test_language_model_search_minimises_its_validation_loss(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "random search of model lstm for the best val_loss" in out, out
+    assert "train it yourself: python -m apps.text --task lm --smoke" in out, out  # the same task, not sentiment
     search_dir = tmp_path / "runs" / "tuning" / "text" / "lstm-random-1"
     scores = [json.loads(p.read_text())["score"] for p in search_dir.glob("trial_*/trial.json")]
     best = json.loads((search_dir / "best_hparams.json").read_text())

@@ -251,7 +251,7 @@ def search(app, args, base) -> dict:
         raise UsageError(f"no trial of {search_dir} completed; see the table above for why (nothing was exported)")
     results = {} if args.no_retrain else final_fit(app, args, base, search_dir, best)
     (search_dir / FINISHED).write_text(json.dumps({"best": best, "final": results}, indent=2))
-    print(report.closing(app, search_dir, base, args.objective), flush=True)
+    print(report.closing(app, search_dir, base, args.objective, args.app_argv), flush=True)
     return results
 
 
