@@ -221,6 +221,6 @@ def run_chief(tuner, search_kwargs: dict, workers: int, trials_per_worker: int, 
     # here or on another machine, has been told the search is over.
     chief.join(timeout=30)
     while chief.is_alive():
-        held = {tuner_id: trial.trial_id for tuner_id, trial in oracle.ongoing_trials.items()}
-        print(f"chief: waiting for the workers {sorted(oracle.tuner_ids)} (trials they hold: {held})", flush=True)
+        held = {tuner_id: trial.trial_id for tuner_id, trial in list(oracle.ongoing_trials.items())}  # a snapshot
+        print(f"chief: waiting for the workers {sorted(list(oracle.tuner_ids))} (trials they hold: {held})", flush=True)
         chief.join(timeout=30)
