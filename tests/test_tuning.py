@@ -86,6 +86,20 @@ def children_of(pid: int) -> list[int]:
     return out
 
 
+def workers_of(pid: int) -> list[int]:
+    """The chief's worker processes, not the short-lived children its libraries
+    fork now and then (they carry the chief's own command line until they exec).
+    A worker's environment, fixed at its exec, names it."""
+    out = []
+    for child in children_of(pid):
+        try:
+            if b"\0KERASTUNER_TUNER_ID=worker" in b"\0" + Path(f"/proc/{child}/environ").read_bytes():
+                out.append(child)
+        except OSError:
+            continue
+    return out
+
+
 def hparams_columns(search_dir: Path) -> tuple[list[str], list[str]]:
     """The HParams dashboard's declared columns: (hyperparameter names, metric tags)."""
     for events in search_dir.glob("events.out.tfevents.*"):
@@ -197,7 +211,7 @@ def test_a_trial_whose_process_is_killed_fails_and_the_search_goes_on(tmp_path):
     while time.time() < deadline and not (search_dir / "trial_0" / "trial.json").exists():
         time.sleep(0.1)
     time.sleep(2)
-    workers = children_of(proc.pid)
+    workers = workers_of(proc.pid)
     assert len(workers) == 1, workers
     os.kill(workers[0], signal.SIGKILL)
     out, _ = proc.communicate(timeout=300)
@@ -214,7 +228,7 @@ def test_workers_that_keep_dying_end_the_search_with_one_line_and_it_resumes(tmp
     proc = tuning(tmp_path, "--tuner", "random", "--max-trials", "1", "--no-retrain")
     killed, deadline = set(), time.time() + 180
     while len(killed) < 4 and time.time() < deadline and proc.poll() is None:
-        for pid in set(children_of(proc.pid)) - killed:
+        for pid in set(workers_of(proc.pid)) - killed:
             os.kill(pid, signal.SIGKILL)
             killed.add(pid)
         time.sleep(0.05)
