@@ -30,7 +30,7 @@ import keras_tuner  # noqa: E402
 
 from training.config import parse_config  # noqa: E402
 from training.run import run  # noqa: E402
-from tuning.trials import AppHyperModel, objective_direction  # noqa: E402
+from tuning.trials import AppHyperModel, objective_direction, objective_of  # noqa: E402
 
 SETUPS = {
     # About 25 trials fit in the 20 minutes: 8 at random, then the Gaussian process.
@@ -57,12 +57,13 @@ def default_trial(app, base_argv, search_dir: Path, patience: int, folds: int) -
     base = parse_config(app, base_argv)
     scratch = search_dir.parent / "default-trial"  # its trials.jsonl row stays out of the search's
     scratch.mkdir(exist_ok=True)
-    hypermodel = AppHyperModel(app, base, scratch, app.OBJECTIVE, patience, None, folds=folds)
+    objective = objective_of(app, base.model)
+    hypermodel = AppHyperModel(app, base, scratch, objective, patience, None, folds=folds)
     hp = keras_tuner.HyperParameters()
     model = hypermodel.build(hp)  # an empty HyperParameters: every value is the space's default
     history = hypermodel.fit(hp, model, verbose=2)
-    values = history.history[app.OBJECTIVE]
-    return max(values) if objective_direction(app.OBJECTIVE) == "max" else min(values)
+    values = history.history[objective]
+    return max(values) if objective_direction(objective) == "max" else min(values)
 
 
 def final_fits(app, argv, seeds, scratch: Path, metric: str) -> list[float]:
@@ -100,9 +101,10 @@ def main() -> None:
 
     memory = [r["resident_mb"] for r in rows]
     print(f"\n## {args.app}: {len(rows)} trials in {search_dir}")
-    print(f"best trial {best['trial_id']}: {app.OBJECTIVE} {best[app.OBJECTIVE]:.4f} after {best['epochs']} epoch(s); "
+    objective = settings["objective"]  # the search's own record of what it optimised
+    print(f"best trial {best['trial_id']}: {objective} {best[objective]:.4f} after {best['epochs']} epoch(s); "
           f"hyperparameters {json.dumps(best['hparams'])}")
-    print(f"default through the same trial procedure ({trial_epochs} epochs at most): {app.OBJECTIVE} {default_value:.4f}")
+    print(f"default through the same trial procedure ({trial_epochs} epochs at most): {objective} {default_value:.4f}")
     print(f"\n| final fit on train + validation, seeds {','.join(map(str, seeds))} | mean {setup['metric']} | per seed |")
     print("|---|---|---|")
     for name, values in (("tuned", tuned), ("default", default)):

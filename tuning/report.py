@@ -141,16 +141,13 @@ def memory(search_dir: Path) -> str:
     return f"{trials}; this process {resident_mb():.0f} MB"
 
 
-def closing(app, search_dir: Path, base, objective: str, app_argv: list[str]) -> str:
-    """The search's last lines: where everything went and the commands to use it.
-    app_argv: the app's flags as given (--task, --smoke, ...), so the command trains the same thing."""
-    named = "--model" in app_argv or any(a.startswith("--model=") for a in app_argv)
-    flags = " ".join(app_argv if named else [*app_argv, "--model", base.model])
+def closing(search_dir: Path, objective: str, train: str) -> str:
+    """The search's last lines: where everything went and the commands to use it
+    (train: the command that trains the best configuration, search.train_command)."""
     return "\n".join([
         "",
         f"Memory:       {memory(search_dir)}",
         f"Search:       {search_dir}  (trials.jsonl: time and memory per trial)",
-        f"Best:         {search_dir / 'best_hparams.json'}  (train it yourself: python -m apps.{app.NAME} {flags} "
-        f"--hparams {search_dir / 'best_hparams.json'} --epochs N)",
+        f"Best:         {search_dir / 'best_hparams.json'}  (train it yourself: {train})",
         f"TensorBoard:  tensorboard --logdir {search_dir}  (HParams tab: every trial, its values and best {objective})",
     ])

@@ -32,7 +32,7 @@ from training.outputs import FINISHED, check_writable
 from training.run import guarded
 from training.strategy import describe, resolve_mixed_precision, resolve_strategy
 from tuning import parallel, report
-from tuning.trials import AppHyperModel, objective_direction
+from tuning.trials import AppHyperModel, objective_direction, objective_of
 
 TUNERS = {"hyperband": keras_tuner.Hyperband, "bayesian": keras_tuner.BayesianOptimization,
           "random": keras_tuner.RandomSearch}
@@ -88,7 +88,7 @@ def parse(argv):
     if spec.space is None:
         spaced = [m for m, s in app.MODELS.items() if s.space is not None]
         raise UsageError(f"model {base.model!r} of {app.NAME} has no search space; tune one of {', '.join(spaced)} (--model)")
-    args.objective = spec.objective or app.OBJECTIVE
+    args.objective = objective_of(app, base.model)
     return app, args, base
 
 
@@ -251,8 +251,16 @@ def search(app, args, base) -> dict:
         raise UsageError(f"no trial of {search_dir} completed; see the table above for why (nothing was exported)")
     results = {} if args.no_retrain else final_fit(app, args, base, search_dir, best)
     (search_dir / FINISHED).write_text(json.dumps({"best": best, "final": results}, indent=2))
-    print(report.closing(app, search_dir, base, args.objective, args.app_argv), flush=True)
+    print(report.closing(search_dir, args.objective, "python " + " ".join(train_command(app, args, base, search_dir, "N"))), flush=True)
     return results
+
+
+def train_command(app, args, base, search_dir: Path, epochs: str) -> list[str]:
+    """`-m apps.<app> <the app's flags as given> --hparams best_hparams.json --epochs N`:
+    the same task, data and model the search tuned (--task lm stays lm)."""
+    named = "--model" in args.app_argv or any(a.startswith("--model=") for a in args.app_argv)
+    return ["-m", f"apps.{app.NAME}", *args.app_argv, *([] if named else ["--model", base.model]),
+            "--hparams", str(search_dir / "best_hparams.json"), "--epochs", epochs]
 
 
 def final_fit(app, args, base, search_dir: Path, best: dict) -> dict:
@@ -263,8 +271,7 @@ def final_fit(app, args, base, search_dir: Path, best: dict) -> dict:
     run_id = f"tuned-{search_dir.name}"
     done = Path(base.logdir) / app.NAME / run_id / FINISHED
     if not done.exists():  # else: killed after the final fit but before the search was marked finished
-        command = [sys.executable, "-m", f"apps.{app.NAME}", *args.app_argv, "--model", base.model,
-                   "--hparams", str(search_dir / "best_hparams.json"), "--epochs", str(best["epochs"]),
+        command = [sys.executable, *train_command(app, args, base, search_dir, str(best["epochs"])),
                    "--include-validation", "--run-id", run_id]
         print(f"\nretraining the best configuration (trial {best['trial_id']}) on train + validation for "
               f"{best['epochs']} epoch(s):\n$ python {' '.join(command[1:])}", flush=True)

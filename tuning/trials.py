@@ -179,7 +179,8 @@ SMOOTHING = 5
 
 def trailing_mean(values: list[float], window: int) -> list[float]:
     """values[e] replaced by the mean of values[e - window + 1 .. e] (fewer at the start)."""
-    return [sum(values[max(0, e - window + 1):e + 1]) / (e + 1 - max(0, e - window + 1)) for e in range(len(values))]
+    windows = (values[max(0, e - window + 1):e + 1] for e in range(len(values)))
+    return [sum(w) / len(w) for w in windows]
 
 
 def write_mean_curves(log_dir: str, history: dict, score: list[float], objective: str) -> None:
@@ -239,6 +240,11 @@ class RunningBest(keras.callbacks.Callback):
         with writer.as_default():
             tf.summary.scalar(f"best_{self.objective}", self.best, step=epoch)
         writer.close()
+
+
+def objective_of(app, model: str) -> str:
+    """What a search of `model` optimises: the model's own objective, else the app's."""
+    return app.MODELS[model].objective or app.OBJECTIVE
 
 
 def objective_direction(name: str) -> str:
