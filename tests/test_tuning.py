@@ -405,3 +405,35 @@ def test_bad_input_found_by_a_worker_is_one_line_at_once(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("error: --strategy tpu: no TPU found") and "(worker0;" in err[0], err
     log = (tmp_path / "runs" / "tuning" / "regression" / "ensemble-hyperband-1" / "worker0.log").read_text()
     assert log.count("error: --strategy tpu") == 1  # one worker, not a string of restarts
+
+
+@pytest.mark.parametrize("address, words", [
+    ("taken", "cannot listen there (Address already in use)"),
+    ("999.1.2.3:8000", "'999.1.2.3' is not an address of this machine"),
+    ("127.0.0.1:99999", "the port must be a number from 1 to 65535"),
+    ("127.0.0.1:eighty", "the port must be a number from 1 to 65535"),
+])
+def test_a_chief_that_cannot_listen_where_it_is_told_says_so_and_starts_no_worker(tmp_path, capsys, monkeypatch, address, words):
+    import socket
+
+    from tuning.search import main
+
+    with socket.socket() as holder:  # a port some other program listens on
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        ip, port = ("127.0.0.1", str(holder.getsockname()[1])) if address == "taken" else address.split(":")
+        monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
+        monkeypatch.setenv("KERASTUNER_ORACLE_IP", ip)
+        monkeypatch.setenv("KERASTUNER_ORACLE_PORT", port)
+        # Before the fix the chief waited forever for workers waiting for it: fail instead of hanging CI.
+        signal.signal(signal.SIGALRM, lambda *_: pytest.fail("the chief did not return within 60 s"))
+        signal.alarm(60)
+        try:
+            code = main([*SEARCH, "--max-trials", "1", "--logdir", str(tmp_path / "runs")])
+        finally:
+            signal.alarm(0)
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: KERASTUNER_ORACLE_IP={ip} KERASTUNER_ORACLE_PORT={port}: {words}"), err
+    assert processes_under(tmp_path) == []  # no worker waits for an oracle that never started
+    assert not (tmp_path / "runs" / "tuning").exists()  # and no search folder was begun

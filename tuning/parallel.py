@@ -155,19 +155,63 @@ def _cause(code: int) -> str:
     return f"its process exited with status {code}"
 
 
-def run_chief(tuner, search_kwargs: dict, workers: int, trials_per_worker: int, search_dir: Path,
-              argv: list[str], deadline: float | None) -> None:
-    """Serves the oracle while `workers` local processes run the trials; returns when every
-    trial has ended, those of workers on other machines included.
+def oracle_address() -> tuple[str, str]:
+    """Where the chief's oracle will listen: 127.0.0.1 at a free port, or where
+    KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT say (a search across machines).
 
-    The oracle listens on 127.0.0.1 at a free port, or where KERASTUNER_ORACLE_IP
-    and KERASTUNER_ORACLE_PORT say when they are set (a search across machines)."""
-    bind = os.environ.get("KERASTUNER_ORACLE_IP", LOOPBACK)
+    Checked by binding it here first: Keras Tuner's server fails to bind
+    inside a thread of its own and workers would wait for it forever, so a
+    taken port or a malformed address must be one line before anything starts."""
+    host = os.environ.get("KERASTUNER_ORACLE_IP", LOOPBACK)
     port = os.environ.get("KERASTUNER_ORACLE_PORT") or str(free_port())
+    where = f"KERASTUNER_ORACLE_IP={host} KERASTUNER_ORACLE_PORT={port}"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"{where}: the port must be a number from 1 to 65535")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind(address)
+    except (socket.gaierror, UnicodeError) as err:
+        raise UsageError(f"{where}: {host!r} is not an address of this machine ({err})") from None
+    except OSError as err:
+        raise UsageError(f"{where}: cannot listen there ({err.strerror}); choose another port or address") from None
+    return host, port
+
+
+def _serve_until_listening(tuner, search_kwargs: dict, bind: str, port: str) -> threading.Thread:
+    """Keras Tuner's chief search in a thread, once its oracle accepts connections."""
+    failure = []
+
+    def serve():
+        try:
+            tuner.search(**search_kwargs)  # serves the oracle until the workers have been told to stop
+        except Exception as err:  # reported below, in this process's own words
+            failure.append(err)
+
+    chief = threading.Thread(target=serve, daemon=True)
+    chief.start()
+    host, deadline = (LOOPBACK if bind in ("0.0.0.0", "::", "[::]") else bind.strip("[]")), time.time() + 120
+    while True:
+        if not chief.is_alive() and failure:
+            raise UsageError(f"the oracle could not start on {bind}:{port} ({failure[0]})")
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+            return chief
+        except OSError:
+            if time.time() > deadline:
+                raise UsageError(f"the oracle did not start listening on {bind}:{port} within 120 s") from None
+            time.sleep(0.2)
+
+
+def run_chief(tuner, search_kwargs: dict, workers: int, trials_per_worker: int, search_dir: Path,
+              argv: list[str], deadline: float | None, address: tuple[str, str]) -> None:
+    """Serves the oracle at `address` (oracle_address()) while `workers` local processes
+    run the trials; returns when every trial has ended, those of workers on other
+    machines included."""
+    bind, port = address
     os.environ.update(KERASTUNER_TUNER_ID="chief", KERASTUNER_ORACLE_IP=bind, KERASTUNER_ORACLE_PORT=port)
     oracle = tuner.oracle
-    chief = threading.Thread(target=tuner.search, kwargs=search_kwargs, daemon=True)
-    chief.start()  # Keras Tuner's chief serves the oracle until the workers have been told to stop
+    chief = _serve_until_listening(tuner, search_kwargs, bind, port)
     env = {**os.environ, TRIALS_ENV: str(trials_per_worker), CHIEF_PID_ENV: str(os.getpid()),
            "KERASTUNER_ORACLE_IP": LOOPBACK if bind in ("0.0.0.0", "::", "[::]") else bind}
     if deadline is not None:

@@ -204,6 +204,7 @@ def search(app, args, base) -> dict:
         parallel.die_with_chief()
     chief = not worker and args.workers > 0
     if chief:
+        address = parallel.oracle_address()  # a port it cannot listen on fails here, before anything starts
         # The chief only hands out trials; its workers train. Hidden GPUs keep
         # TensorFlow in this process from reserving the memory they need.
         hide_accelerators()
@@ -235,7 +236,7 @@ def search(app, args, base) -> dict:
     search_kwargs = dict(callbacks=[board], verbose=1 if sys.stdout.isatty() else 2)
     if chief:
         parallel.run_chief(tuner, search_kwargs, args.workers, args.trials_per_worker, search_dir, args.argv,
-                           budget.deadline)
+                           budget.deadline, address)
     else:
         parallel.recycle_after(tuner)
         try:
