@@ -26,7 +26,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from apps import mnist  # noqa: E402
-from pipelines.input import make_pipeline  # noqa: E402
+from pipelines.input import TrainingBatches  # noqa: E402
 from training.config import parse_config  # noqa: E402
 from training.run import build_pipelines  # noqa: E402
 
@@ -35,8 +35,7 @@ TARGETS = (0.990, 0.995)
 
 def pipeline_speed(splits, batch: int, augment) -> float:
     """Examples per second the training pipeline delivers with no model attached (two epochs)."""
-    pipeline = make_pipeline(splits.train, global_batch=batch, training=True, seed=0, augment=augment,
-                             drop_remainder=True)
+    pipeline = TrainingBatches(splits.train, global_batch=batch, seed=0, augment=augment, drop_remainder=True).reshuffled()
     for _ in pipeline.take(20):  # warm up: threads, cache
         pass
     start, seen = time.perf_counter(), 0
@@ -69,8 +68,8 @@ def bench_model(name: str, splits) -> dict:
     config = parse_config(mnist, ["--model", name, "--data-source", "mirror"])
     spec = mnist.MODELS[name]
     keras.utils.set_random_seed(config.seed)
-    train, _, test = build_pipelines(mnist, config, splits)
-    steps = int(train.cardinality())
+    batches, _, test = build_pipelines(mnist, config, splits)
+    steps, train = batches.steps_per_epoch, batches.reshuffled()
     model, compile_kwargs = spec.build(config, splits, steps)
     model.compile(**compile_kwargs)
     clock = EpochClock(test)

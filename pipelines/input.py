@@ -1,9 +1,13 @@
-"""The tf.data input pipeline every app feeds its model through.
+"""The tf.data input pipelines every app feeds its model through.
 
 Built the way the tf.data performance guide recommends, in this order:
 cache (after the deterministic per-example work, before anything random) ->
 shuffle (seeded) -> batch by the GLOBAL batch size -> batch-level random
 augmentation with a parallel map -> prefetch(AUTOTUNE).
+
+Training batches are a function of (--seed, epoch): TrainingBatches.epoch(e)
+gives epoch e's order and augmentation whatever this process did before, which
+is what lets a killed run resume at its exact step (training/resume.py).
 
 Augmentation runs on whole batches, not single examples: on a 2-core CPU a
 per-example map runs at about 9k examples/s and starves training, a batched
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
+import numpy as np
 import tensorflow as tf
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -36,7 +41,7 @@ class Splits(NamedTuple):
     vectorize: Callable | None = None  # batch-level, deterministic: (raw features, labels) -> (model inputs, targets)
 
 
-def pipeline_options(seed: int | None, shard_policy=tf.data.experimental.AutoShardPolicy.DATA) -> tf.data.Options:
+def pipeline_options(deterministic: bool = True, shard_policy=tf.data.experimental.AutoShardPolicy.DATA) -> tf.data.Options:
     """Options set on every input pipeline.
 
     DATA sharding: every worker reads the whole source and keeps its share of
@@ -45,53 +50,77 @@ def pipeline_options(seed: int | None, shard_policy=tf.data.experimental.AutoSha
     """
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = shard_policy
-    options.deterministic = seed is not None
+    options.deterministic = deterministic
     return options
 
 
-def make_pipeline(
-    ds: tf.data.Dataset,
-    *,
-    global_batch: int,
-    training: bool,
-    seed: int | None,
-    preprocess: Callable | None = None,
-    vectorize: Callable | None = None,
-    augment: Callable | None = None,
-    drop_remainder: bool = False,
-    cache: bool = True,
-) -> tf.data.Dataset:
-    """Batches of (features, labels) ready for model.fit / evaluate.
-
-    ds: unbatched (features, label) examples.
-    preprocess(features, label): deterministic per-example work, cached.
-    vectorize(features, labels): deterministic batch-level work after the cache, e.g. a
-        TextVectorization adapted on the training split (its dense TF-IDF rows
-        would not fit in a cache; raw strings do).
-    augment(features, labels, seed): batch-level random work, training only;
-        `seed` is a stateless-RNG seed pair that differs per batch and per epoch.
-    drop_remainder: static batch shapes (TPUs need them; training uses them so
-        every step sees a full global batch).
-    """
-    ds = ds.with_options(pipeline_options(seed))
-    if preprocess is not None:
-        ds = ds.map(preprocess, num_parallel_calls=AUTOTUNE)
-    if cache:
-        ds = ds.cache()
-    if training:
-        size = int(ds.cardinality())
-        buffer = size if 0 < size <= FULL_SHUFFLE_LIMIT else 10_000
-        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+def evaluation_batches(ds: tf.data.Dataset, *, global_batch: int, vectorize: Callable | None = None,
+                       drop_remainder: bool = False) -> tf.data.Dataset:
+    """Validation or test batches: every example once, in the split's order."""
+    ds = ds.with_options(pipeline_options()).cache()
     ds = ds.batch(global_batch, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE)
     if vectorize is not None:
         ds = ds.map(vectorize, num_parallel_calls=AUTOTUNE)
-    if training and augment is not None:
-        # One stateless seed pair per batch, re-drawn each epoch, derived from --seed.
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda batch, s: augment(batch[0], batch[1], s), num_parallel_calls=AUTOTUNE
-        )
     return ds.prefetch(AUTOTUNE)
+
+
+def epoch_key(seed: int, epoch: int) -> int:
+    """The one number epoch `epoch`'s order and augmentation derive from (a positive int63)."""
+    state = np.random.SeedSequence([seed % 2**32, epoch]).generate_state(2, np.uint32)
+    return int(state[0]) << 31 | int(state[1]) >> 1
+
+
+class TrainingBatches:
+    """The training split as batches of any epoch, from any step.
+
+    Epoch e is shuffled with a seed derived from (--seed, e) and each batch is
+    augmented with a seed derived from (that seed, its index in the epoch): the
+    same command gives the same batches in any process, after any number of
+    restarts. epoch(e, start=k) reads past the k batches a resumed run has
+    already trained (the same shuffle, consumed and skipped before any
+    augmentation or vectorizing is spent on them), not a new draw.
+
+    vectorize(features, labels): deterministic batch-level work after the cache, e.g. a
+        TextVectorization adapted on the training split (its dense TF-IDF rows
+        would not fit in a cache; raw strings do).
+    augment(features, labels, seed): batch-level random work; `seed` is a
+        stateless-RNG seed pair unique to the batch's epoch and position.
+    drop_remainder: static batch shapes (TPUs need them; large data sets use
+        them so every step sees a full global batch).
+    """
+
+    def __init__(self, ds: tf.data.Dataset, *, global_batch: int, seed: int, vectorize: Callable | None = None,
+                 augment: Callable | None = None, drop_remainder: bool = False):
+        self.cached = ds.with_options(pipeline_options()).cache()
+        self.examples = int(self.cached.cardinality())
+        self.global_batch, self.seed = global_batch, seed
+        self.vectorize, self.augment, self.drop_remainder = vectorize, augment, drop_remainder
+        self.buffer = self.examples if 0 < self.examples <= FULL_SHUFFLE_LIMIT else 10_000
+        self.steps_per_epoch = int(self.epoch(0).cardinality())  # < 0: unknown
+
+    def epoch(self, epoch: int, start: int = 0) -> tf.data.Dataset:
+        """Epoch `epoch` (0-based) from its batch `start` on."""
+        key = epoch_key(self.seed, epoch)
+        order = self.cached.shuffle(self.buffer, seed=key, reshuffle_each_iteration=False)
+        seeds = tf.data.Dataset.range(start, tf.int64.max).map(lambda i: tf.stack([tf.constant(key, tf.int64), i]))
+        return self._batches(order, seeds, start)
+
+    def reshuffled(self) -> tf.data.Dataset:
+        """A new order on every pass: for fit(epochs=N) in one call (tuning trials, benchmarks),
+        where nothing resumes mid-epoch. Seeded by --seed, so still repeatable."""
+        order = self.cached.shuffle(self.buffer, seed=self.seed, reshuffle_each_iteration=True)
+        seeds = tf.data.Dataset.random(seed=self.seed, rerandomize_each_iteration=True).batch(2)
+        return self._batches(order, seeds, 0)
+
+    def _batches(self, order: tf.data.Dataset, seeds: tf.data.Dataset, start: int) -> tf.data.Dataset:
+        ds = order.batch(self.global_batch, drop_remainder=self.drop_remainder, num_parallel_calls=AUTOTUNE)
+        ds = ds.skip(start)
+        if self.vectorize is not None:
+            ds = ds.map(self.vectorize, num_parallel_calls=AUTOTUNE)
+        if self.augment is not None:  # one stateless seed pair per batch
+            ds = tf.data.Dataset.zip((ds, seeds)).map(lambda batch, seed: self.augment(*batch, seed),
+                                                      num_parallel_calls=AUTOTUNE)
+        return ds.prefetch(AUTOTUNE)
 
 
 def random_shift(images: tf.Tensor, max_shift: int, seed: tf.Tensor) -> tf.Tensor:

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,34 @@ def error_lines(stderr: str) -> list[str]:
     """stderr minus TensorFlow's own start-up chatter."""
     noise = ("WARNING: All log messages", "I0000", "E0000", "W0000")
     return [line for line in stderr.splitlines() if line.strip() and not line.startswith(noise)]
+
+
+# ---- Runs in progress: their step logs and backups (tests/test_resume.py, tests/test_cluster_resume.py)
+
+def rows(run_dir: Path, name="steps.jsonl") -> list[dict]:
+    path = run_dir / name
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def backup_steps(folder: Path) -> list[int]:
+    return sorted(int(p.name.split("-")[1]) for p in folder.glob("step-*")) if folder.exists() else []
+
+
+def wait_until(condition, proc, what: str, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        if proc.poll() is not None:
+            output = proc.stderr or proc.stdout  # a cluster worker's stderr goes to its stdout
+            raise AssertionError(f"the run ended before {what}:\n{output.read()[-3000:] if output else ''}")
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def where(global_step: int, steps_per_epoch: int) -> str:
+    """A position as runs print it (resuming ..., stopped: ...)."""
+    epoch, step = divmod(global_step, steps_per_epoch)
+    if step == 0:
+        return f"at the end of epoch {epoch} (global step {global_step})"
+    return f"in epoch {epoch + 1} after step {step} of {steps_per_epoch} (global step {global_step})"

@@ -7,7 +7,7 @@ import tensorflow_datasets as tfds
 
 from pipelines import mirror, sources
 from pipelines import mnist as mnist_data
-from pipelines.input import make_pipeline, random_shift
+from pipelines.input import TrainingBatches, evaluation_batches, random_shift
 from training.config import UsageError
 
 
@@ -52,23 +52,41 @@ def _labels(ds):
 
 
 def test_batches_are_global_size_and_training_drops_the_remainder():
-    train = make_pipeline(_examples(), global_batch=64, training=True, seed=1, drop_remainder=True)
-    shapes = {tuple(x.shape) for x, _ in train}
-    assert shapes == {(64, 2, 2, 1)} and int(train.cardinality()) == 1000 // 64
-    evaluation = make_pipeline(_examples(), global_batch=64, training=False, seed=1)
+    train = TrainingBatches(_examples(), global_batch=64, seed=1, drop_remainder=True)
+    shapes = {tuple(x.shape) for x, _ in train.epoch(0)}
+    assert shapes == {(64, 2, 2, 1)} and train.steps_per_epoch == 1000 // 64
+    evaluation = evaluation_batches(_examples(), global_batch=64)
     assert sum(len(y) for y in _labels(evaluation)) == 1000  # evaluation keeps every example
 
 
-def test_seeded_pipeline_is_deterministic_and_reshuffles_each_epoch():
+def test_each_epoch_has_its_own_order_and_every_process_gets_the_same_one():
     def build(seed):
-        return make_pipeline(_examples(), global_batch=100, training=True, seed=seed)
+        return TrainingBatches(_examples(), global_batch=100, seed=seed)
 
-    first, again = build(7), build(7)
-    epoch1 = _labels(first)
-    assert epoch1 == _labels(again)  # same seed, same order
-    assert epoch1 != _labels(first)  # the next epoch is shuffled anew
-    assert epoch1 != _labels(build(8))  # another seed, another order
-    assert sorted(sum(epoch1, [])) == list(range(1000))  # a permutation, nothing lost
+    first = build(7)
+    epoch0 = _labels(first.epoch(0))
+    assert epoch0 == _labels(build(7).epoch(0)) == _labels(first.epoch(0))  # a function of (seed, epoch) alone
+    assert epoch0 != _labels(first.epoch(1))  # each epoch is shuffled anew
+    assert epoch0 != _labels(build(8).epoch(0))  # another seed, another order
+    assert sorted(sum(epoch0, [])) == list(range(1000))  # a permutation, nothing lost
+    passes = first.reshuffled()  # for one fit() over many epochs: a new order on every pass
+    assert _labels(passes) != _labels(passes) and int(passes.cardinality()) == 10
+
+
+def test_an_epoch_resumed_at_step_k_is_the_rest_of_that_epoch_augmentation_included():
+    """What exact resume rests on: epoch(e, start=k) gives the batches k, k+1, ...
+    of epoch e, the same examples with the same random augmentation, not a new draw."""
+    def noisy(x, y, seed):  # random per batch, keyed by the batch's position
+        return x + tf.random.stateless_uniform(tf.shape(x), seed=seed, maxval=1000, dtype=tf.int64), y
+
+    batches = TrainingBatches(_examples(), global_batch=64, seed=3, augment=noisy, drop_remainder=True)
+    whole = [(x.numpy(), y.numpy()) for x, y in batches.epoch(2)]
+    rest = [(x.numpy(), y.numpy()) for x, y in batches.epoch(2, start=5)]
+    assert len(rest) == len(whole) - 5 == batches.steps_per_epoch - 5
+    for (x1, y1), (x2, y2) in zip(whole[5:], rest):
+        np.testing.assert_array_equal(y1, y2)
+        np.testing.assert_array_equal(x1, x2)
+    assert not np.array_equal(whole[0][0], whole[1][0] - 64 * 4)  # the noise is really there
 
 
 def test_augmentation_is_the_same_eagerly_and_inside_tf_data(mnist_arrays):
@@ -94,11 +112,11 @@ def test_distribution_splits_every_global_batch_between_replicas():
     tests/test_strategy.py's two-process run matching a single process.)"""
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     def build():
-        return make_pipeline(_examples(), global_batch=8, training=True, seed=3, drop_remainder=True)
+        return TrainingBatches(_examples(), global_batch=8, seed=3, drop_remainder=True).epoch(0)
 
     pipeline = build()
     assert pipeline.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA
-    full = _labels(build())  # the same first epoch: seeded and deterministic
+    full = _labels(build())  # the same epoch: seeded and deterministic
     distributed = strategy.experimental_distribute_dataset(pipeline)
     for batch, (_, labels) in zip(full, distributed):
         a, b = (y.numpy().tolist() for y in strategy.experimental_local_results(labels))

@@ -1,63 +1,207 @@
-"""Interruption: a real SIGKILL part-way through training, then the same command
-resumes from the last backup instead of starting over; --fresh starts over."""
+"""Interruption, with real processes and real signals: a killed run resumes at the
+exact step of its last backup, a SIGTERM or Ctrl-C stops at a step with a backup
+there and loses nothing, --deterministic reruns end bit-identical, and damaged
+backups or another configuration's folder are refused in one line.
+
+Smoke runs: 2,048 training images at batch 32 are 64 steps an epoch, and
+--smoke backs up every 10 steps as well as at every epoch end.
+"""
 import json
 import os
+import random
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
+from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, cli
+from conftest import ROOT, backup_steps, cli, error_lines, rows, wait_until, where
+
+STEPS = 64  # per epoch, see above
 
 
-def _rows(path):
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+def _args(tmp_path, *extra, logdir="runs"):
+    return ["apps.mnist", "--smoke", "--batch-size", "32", "--data-source", "mirror",
+            "--logdir", str(tmp_path / logdir), "--export-dir", str(tmp_path / "sm"), *extra]
+
+
+def start(args, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def the_run(tmp_path, logdir="runs") -> Path:
+    found = list((tmp_path / logdir / "mnist").glob("*/run_config.json"))
+    return found[0].parent if found else tmp_path / logdir / "mnist" / "none-yet"
+
+
+def check_positions(all_rows):
+    """Every row's (epoch, step) is the global step it reports: nothing misnumbered."""
+    for row in all_rows:
+        assert row["epoch"] * STEPS + row["step"] + 1 == row["global_step"], row
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_from_its_backup_and_finishes(tmp_path):
-    args = ["apps.mnist", "--smoke", "--model", "cnn", "--epochs", "4", "--batch-size", "32",
-            "--data-source", "mirror", "--logdir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "sm")]
-    run_dir = tmp_path / "runs" / "mnist"
-    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    # 2048 smoke examples / 32 = 64 steps an epoch; backups every 10 steps. Kill in epoch 2 or later.
-    deadline = time.time() + 300
-    steps_file = None
-    while time.time() < deadline and proc.poll() is None:
-        found = list(run_dir.glob("*/steps.jsonl"))
-        if found and len(_rows(found[0])) >= 64 + 20:
-            steps_file = found[0]
-            break
-        time.sleep(0.02)
-    assert steps_file is not None and proc.poll() is None, "training did not get far enough to be interrupted"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    killed_at = len(_rows(steps_file))
-    backup = steps_file.parent / "backup" / "training_metadata.json"
-    saved = json.loads(backup.read_text())
-    assert saved["epoch"] >= 1  # a backup from within/after epoch 2 exists
-    assert not (steps_file.parent / "FINISHED.json").exists()
+def test_killed_runs_resume_at_their_exact_step_and_end_bit_identical(tmp_path):
+    """SIGKILL just after an epoch boundary, at a random step of each later epoch,
+    and once more while testing and exporting after the last epoch: every rerun
+    continues at its last backup's step (only the steps after that backup are
+    trained again; after the last epoch none), and with --deterministic the end
+    equals an uninterrupted run to the last bit."""
+    args = _args(tmp_path, "--epochs", "3", "--deterministic")
+    run = lambda: the_run(tmp_path)  # noqa: E731
+    rng = random.Random()
+    random_steps = [rng.randint(STEPS + 3, 2 * STEPS - 3), rng.randint(2 * STEPS + 3, 3 * STEPS - 3)]
+    kills = [("the end of epoch 1", lambda new: STEPS in backup_steps(run() / "backup")),
+             *((f"global step {s}", lambda new, s=s: any(r["global_step"] >= s for r in new)) for s in random_steps),
+             ("the end of training", lambda new: 3 * STEPS in backup_steps(run() / "backup"))]
+    twice, resumed_from = set(), None
+    for what, condition in kills:
+        seen = len(rows(run()))
+        proc = start(args)
+        wait_until(lambda: condition(rows(run())[seen:]), proc, what)
+        proc.kill()
+        proc.communicate()
+        new = rows(run())[seen:]
+        if resumed_from is not None:  # this process picked up right after the backup the last one left
+            assert new[0]["global_step"] == resumed_from + 1, (what, random_steps)
+        resumed_from = max(backup_steps(run() / "backup"))
+        if what == kills[0][0]:
+            assert resumed_from == STEPS  # killed between the epoch-end backup and the next one
+        twice |= set(range(resumed_from + 1, new[-1]["global_step"] + 1))
+    assert resumed_from == 3 * STEPS and not (run() / "FINISHED.json").exists()  # killed testing or exporting
+    seen = len(rows(run()))
+    final = cli(*args, timeout=600)
+    assert f"resuming {where(resumed_from, STEPS)} from its backup" in final.stdout
+    assert len(rows(run())) == seen  # nothing left to train: it went straight to testing and export
+    boundary = [r for r in rows(run()) if r["global_step"] == STEPS + 1]
+    assert [(r["epoch"], r["step"]) for r in boundary] == [(1, 0)] * len(boundary)
 
-    resumed = cli(*args)
-    assert f"run folder {steps_file.parent} (resuming from its last backup)" in resumed.stdout
-    rows = _rows(steps_file)
-    first_run, second_run = rows[:killed_at], rows[killed_at:]
-    # It picked up at the interrupted epoch, not at epoch 0...
-    assert second_run[0]["epoch"] == saved["epoch"] and second_run[0]["step"] == 0
-    assert second_run[-1]["epoch"] == 3  # ...and finished all 4 epochs
-    # ...with the trained weights: its first loss is far below the untrained first loss.
-    assert second_run[0]["loss"] < 0.5 * first_run[0]["loss"]
-    assert (steps_file.parent / "FINISHED.json").exists()
-    assert not (steps_file.parent / "backup").exists()  # dropped once the export was in place
+    all_rows = rows(run())
+    check_positions(all_rows)
+    counts = Counter(r["global_step"] for r in all_rows)
+    assert sorted(counts) == list(range(1, 3 * STEPS + 1))  # every step trained...
+    assert {s for s, n in counts.items() if n == 2} == twice, random_steps  # ...twice only after a kill, past a backup
+    assert max(counts.values()) <= 2
+
+    reference = cli(*_args(tmp_path, "--epochs", "3", "--deterministic", logdir="reference"), timeout=600)
+    finished = json.loads((run() / "FINISHED.json").read_text())
+    uninterrupted = json.loads((the_run(tmp_path, "reference") / "FINISHED.json").read_text())
+    assert finished["weights_sha256"] == uninterrupted["weights_sha256"], random_steps
+    test_line = [line for line in reference.stdout.splitlines() if line.startswith("Test set:")]
+    assert test_line and test_line[0] in final.stdout  # the same test loss to every printed digit: trained weights
+
+
+def _stop_with(tmp_path, signum, *extra) -> tuple[subprocess.Popen, str]:
+    """Start a 2-epoch run, send `signum` in the middle of epoch 2, return (process, stderr)."""
+    # A shell's background job (`.ci/run &`) starts with SIGINT ignored, and a
+    # child inherits that; a terminal's Ctrl-C reaches a process that has it at default.
+    proc = start(_args(tmp_path, "--epochs", "2", *extra),
+                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    at = STEPS + random.randint(8, STEPS - 20)
+    wait_until(lambda: any(r["global_step"] >= at for r in rows(the_run(tmp_path))), proc, f"step {at}")
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    return proc, err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, extra", [
+    (signal.SIGTERM, ()),
+    (signal.SIGINT, ()),
+    (signal.SIGTERM, ("--strategy", "mirrored", "--cpu-devices", "2")),
+], ids=["sigterm", "ctrl-c", "sigterm-mirrored2"])
+def test_a_signal_stops_at_a_step_with_a_backup_there_and_the_rerun_loses_nothing(tmp_path, signum, extra):
+    """(Ctrl-C stops the way SIGTERM does; its rerun is SIGTERM's, so it is not repeated.)"""
+    proc, err = _stop_with(tmp_path, signum, *extra)
+    run = the_run(tmp_path)
+    assert proc.returncode == 128 + signum, err[-3000:]
+    trained = rows(run)
+    last = trained[-1]["global_step"]
+    name = signal.Signals(signum).name
+    assert (f"stopped: {name}, {where(last, STEPS)}; backup {run / 'backup' / f'step-{last:09d}'}; "
+            "rerun the same command to resume there") in err
+    assert max(backup_steps(run / "backup")) == last  # the backup is at the very step reached
+    assert not (tmp_path / "sm" / "mnist").exists()  # stopped, not finished: nothing exported
+    if signum == signal.SIGINT:
+        return
+
+    again = cli(*_args(tmp_path, "--epochs", "2", *extra), timeout=600)
+    assert f"resuming {where(last, STEPS)} from its backup" in again.stdout
+    all_rows = rows(run)
+    check_positions(all_rows)
+    assert [r["global_step"] for r in all_rows] == list(range(1, 2 * STEPS + 1))  # no step lost, none repeated
+    assert (run / "FINISHED.json").exists() and not (run / "backup").exists()
     assert (tmp_path / "sm" / "mnist" / "1" / "saved_model.pb").exists()
 
+
+@pytest.mark.slow
+def test_damaged_backups_are_reported_and_never_silently_replaced_by_a_fresh_start(tmp_path):
+    proc, _ = _stop_with(tmp_path, signal.SIGTERM)
+    assert proc.returncode == 143
+    run = the_run(tmp_path)
+    newest, previous = sorted(backup_steps(run / "backup"), reverse=True)
+    pristine = tmp_path / "pristine"
+    shutil.copytree(run / "backup", pristine)
+    trained = len(rows(run))
+
+    # Both damaged: one line, exit 2, no training, and the same again on a second try.
+    for step in (newest, previous):
+        npz = run / "backup" / f"step-{step:09d}" / "variables.npz"
+        npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])  # truncated, as by a full disk
+    for attempt in range(2):
+        result = cli(*_args(tmp_path, "--epochs", "2"), check=False)
+        assert result.returncode == 2, result.stderr[-2000:]
+        errors = [line for line in error_lines(result.stderr) if line.startswith("error:")]
+        assert len(errors) == 1 and f"no backup in {run / 'backup'} can be used" in errors[0] and "--fresh" in errors[0]
+        assert len(rows(run)) == trained and not (tmp_path / "sm" / "mnist").exists()
+
+    # The newest damaged, the one before it whole: reported, set aside, resumed from the whole one.
+    shutil.rmtree(run / "backup")
+    shutil.copytree(pristine, run / "backup")
+    npz = run / "backup" / f"step-{newest:09d}" / "variables.npz"
+    npz.write_bytes(npz.read_bytes()[:1000])
+    again = cli(*_args(tmp_path, "--epochs", "2"), timeout=600)
+    assert (f"backup {run / 'backup' / f'step-{newest:09d}'} cannot be loaded (variables.npz does not match its "
+            f"checksum: truncated or changed); set aside as damaged-step-{newest:09d}") in again.stdout
+    assert f"(global step {previous}) from its backup" in again.stdout
+    counts = Counter(r["global_step"] for r in rows(run))
+    assert sorted(counts) == list(range(1, 2 * STEPS + 1))
+    assert {s for s, n in counts.items() if n == 2} == set(range(previous + 1, newest + 1))
+
+
+def test_a_run_id_resumed_with_other_model_flags_is_refused_and_left_alone(tmp_path):
+    from apps import mnist
+    from training.config import parse_config
+
+    folder = tmp_path / "runs" / "mnist" / "mine"
+    folder.mkdir(parents=True)
+    first = parse_config(mnist, ["--run-id", "mine", "--epochs", "3", "--data-source", "mirror",
+                                 "--logdir", str(tmp_path / "runs")])
+    (folder / "run_config.json").write_text(first.to_json())
+    before = sorted(p.name for p in folder.iterdir())
+    result = cli("apps.mnist", "--run-id", "mine", "--epochs", "4", "--learning-rate", "0.01", "--logdir",
+                 str(tmp_path / "runs"), "--export-dir", str(tmp_path / "sm"), "--data-source", "mirror", check=False)
+    assert result.returncode == 2
+    assert error_lines(result.stderr) == [
+        "error: --run-id mine was started with other settings (--epochs 4 (was 3), --learning-rate 0.01 (was the "
+        "model's default)); rerun it with its own flags to resume it, or pick another --run-id"]
+    assert sorted(p.name for p in folder.iterdir()) == before
+    # Where outputs go is not part of a run's identity: another --export-dir still resumes it.
+    same = parse_config(mnist, ["--run-id", "mine", "--epochs", "3", "--data-source", "mirror", "--logdir", str(tmp_path / "runs"),
+                                "--export-dir", str(tmp_path / "elsewhere")])
+    from training.outputs import resolve_run_dir
+
+    assert resolve_run_dir(same) == folder
 
 
 def test_run_folder_resolution_resumes_the_newest_unfinished_run_unless_fresh(tmp_path):
     from apps import mnist
-    from training.config import parse_config
+    from training.config import UsageError, parse_config
     from training.outputs import FINISHED, mark_finished, resolve_run_dir
 
     def resolve(*extra):
@@ -69,32 +213,36 @@ def test_run_folder_resolution_resumes_the_newest_unfinished_run_unless_fresh(tm
     assert resolve() == first  # unfinished: the same command resumes it
     assert resolve("--fresh").name.endswith("-2")  # --fresh starts over beside it
     assert resolve("--epochs", "3").parent == first.parent and resolve("--epochs", "3") != first  # another config
+    assert resolve("--deterministic") != first  # so is --deterministic
+    assert resolve("--backup-every", "50", "--log-every", "7") == first  # how often it backs up or logs is not
     mark_finished(first, {"test_accuracy": 0.9})
     assert (first / FINISHED).exists() and resolve().name.endswith("-2")  # finished: a new run
     named = resolve("--run-id", "mine")
     assert named.name == "mine"
     named.mkdir()
     mark_finished(named, {})
-    from training.config import UsageError
-
     with pytest.raises(UsageError, match="already finished"):
         resolve("--run-id", "mine")
 
 
-@pytest.mark.slow
-def test_ctrl_c_says_how_to_resume_and_exits_130(tmp_path):
-    args = ["apps.mnist", "--smoke", "--model", "cnn", "--epochs", "3", "--data-source", "mirror",
-            "--logdir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "sm")]
-    # A shell's background job (`.ci/run &`) starts with SIGINT ignored, and a
-    # child inherits that; a terminal's Ctrl-C reaches a process that has it at default.
-    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.time() + 300
-    while time.time() < deadline and not list((tmp_path / "runs").glob("mnist/*/steps.jsonl")):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130
-    assert "interrupted: rerun the same command to resume from the last backup" in err
-    assert not (tmp_path / "sm" / "mnist").exists() or not any((tmp_path / "sm" / "mnist").iterdir())
+def test_a_signal_outside_training_stops_at_once_and_a_second_one_inside_too():
+    """In-process, with real signals to this process: StopSignals' two modes."""
+    from training.preemption import Stopped, requests
+    from training.run import guarded
+
+    def work():
+        with requests.installed("rerun it"):
+            os.kill(os.getpid(), signal.SIGTERM)  # while loading data, say: nothing to back up
+            time.sleep(5)
+            raise AssertionError("not stopped")
+
+    assert guarded(work, "rerun it") == 143
+    with requests.installed("rerun it"):
+        requests.graceful = True  # what the backup callback sets while training
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.1)
+        assert requests.received == signal.SIGTERM  # recorded, training goes on to the step's end
+        with pytest.raises(Stopped, match="SIGINT, at once; rerun it"):
+            os.kill(os.getpid(), signal.SIGINT)  # insisting stops at once
+            time.sleep(5)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back as it was

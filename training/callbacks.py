@@ -1,4 +1,4 @@
-"""Keras callbacks the run function adds beside Keras' own TensorBoard and BackupAndRestore.
+"""Keras callbacks the run function adds beside Keras' own TensorBoard (backups: training/backups.py).
 
 Each one does one thing TensorBoard users expect and Keras does not do itself:
 step-level scalars (working around a Keras bug), a per-step JSON log, plain-text progress for
@@ -58,10 +58,12 @@ class StepScalars(keras.callbacks.Callback):
 
     def __init__(self, logdir: str, every: int):
         super().__init__()
-        self.logdir, self.every, self.last = logdir, every, 0
+        self.logdir, self.every, self.last = logdir, every, None
 
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
+        if self.last is None:  # the first step here (of a resumed run too): as if the one before it was logged
+            self.last = step - self.model.steps_per_execution
         due = crossed(self.last, step, self.every)
         self.last = step
         if not due:
@@ -90,8 +92,10 @@ class OpGraph(keras.callbacks.Callback):
 
 
 class StepLog(keras.callbacks.Callback):
-    """One JSON line per training step: machine-readable, and what the
-    multi-worker test compares against a single-process run."""
+    """One JSON line per training step: epoch and step in it (0-based), the
+    optimizer's global step after it, and the step's logs. Machine-readable:
+    the multi-worker test compares it with a single-process run, the resume
+    tests check that every global step was trained once."""
 
     def __init__(self, path):
         super().__init__()
@@ -102,7 +106,8 @@ class StepLog(keras.callbacks.Callback):
         self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        row = {"epoch": self.epoch, "step": batch, **{k: float(v) for k, v in (logs or {}).items()}}
+        row = {"epoch": self.epoch, "step": batch, "global_step": int(self.model.optimizer.iterations.numpy()),
+               **{k: float(v) for k, v in (logs or {}).items()}}
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
 
@@ -116,9 +121,11 @@ class PlainProgress(keras.callbacks.Callback):
         self.every, self.steps = every, steps_per_epoch
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch, self.start, self.last = epoch, time.time(), 0
+        self.epoch, self.start, self.last = epoch, time.time(), None
 
     def on_train_batch_end(self, batch, logs=None):
+        if self.last is None:  # the epoch's first step here: 0, or k in an epoch resumed at step k
+            self.first, self.last = batch, batch
         due = crossed(self.last, batch + 1, self.every)
         self.last = batch + 1
         if not due:
@@ -126,7 +133,7 @@ class PlainProgress(keras.callbacks.Callback):
         metrics = " ".join(f"{k}={v:.4g}" for k, v in (logs or {}).items())
         metrics += f" learning_rate={current_learning_rate(self.model):.3g}"
         total = f"/{self.steps}" if self.steps else ""
-        rate = (batch + 1) / max(time.time() - self.start, 1e-9)
+        rate = (batch + 1 - self.first) / max(time.time() - self.start, 1e-9)
         print(f"  epoch {self.epoch + 1} step {batch + 1}{total} ({rate:.1f} steps/s) {metrics}", flush=True)
 
 

@@ -84,22 +84,46 @@ class RunConfig:
     options: dict = dataclasses.field(default_factory=dict)  # app-specific flags
     hparams: dict = dataclasses.field(default_factory=dict)  # the model's space values that are not flags
     include_validation: bool = False  # train on train + validation (a tuned model's final retrain)
+    deterministic: bool = False  # TensorFlow's op determinism: bit-identical reruns and resumes
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
-    def identity(self) -> str:
-        """A short hash of what determines the trained model.
-
-        Rerunning the same command gives the same identity, which is how an
-        interrupted run is found again and resumed. Where outputs go and
-        --fresh/--run-id do not change the model, so they are left out.
-        """
+    def record(self) -> dict:
+        """What determines the trained model, as JSON values: every field but
+        where outputs go, how often it logs and backs up, and --fresh/--run-id/--profile."""
         fields = dataclasses.asdict(self)
-        for key in ("fresh", "run_id", "logdir", "export_dir", "data_dir", "profile"):
+        for key in NOT_MODEL_DEFINING:
             fields.pop(key)
-        blob = json.dumps(fields, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:8]
+        return json.loads(json.dumps(fields, sort_keys=True))
+
+    def identity(self) -> str:
+        """A short hash of record(). Rerunning the same command gives the same
+        identity, which is how an interrupted run is found again and resumed."""
+        return hashlib.sha256(json.dumps(self.record(), sort_keys=True).encode()).hexdigest()[:8]
+
+
+NOT_MODEL_DEFINING = ("fresh", "run_id", "logdir", "export_dir", "data_dir", "profile", "log_every", "backup_every")
+
+
+def differences(old: dict, new: dict) -> str:
+    """The flags two records (RunConfig.record()) differ in, as a user typed them:
+    '--epochs 4 (was 3), --learning-rate 0.01 (was the model's default)'."""
+    def flag(key):
+        return key.replace("hparam.", "hyperparameter ") if key.startswith("hparam.") else "--" + key.replace("_", "-")
+
+    def value(v):
+        return "the model's default" if v is None else ("on" if v is True else "off" if v is False else str(v))
+
+    def flat(record):
+        out = {k: v for k, v in record.items() if k not in ("options", "hparams")}
+        out.update(record.get("options") or {})
+        out.update({f"hparam.{k}": v for k, v in (record.get("hparams") or {}).items()})
+        return out
+
+    a, b = flat(old), flat(new)
+    changed = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return ", ".join(f"{flag(k)} {value(b.get(k))} (was {value(a.get(k))})" for k in changed) or "none"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -169,6 +193,9 @@ def build_parser(app) -> argparse.ArgumentParser:
     add("--backup-every", type=_positive(int), default=200, help="back up weights and optimizer every N steps, for resume")
     add("--profile", type=_profile_window, default="", help="profile steps START,STOP into TensorBoard's Profile tab")
     add("--run-id", default="", help="name the run folder yourself (default: <model>-<config hash>-<n>)")
+    add("--deterministic", action="store_true",
+        help="TensorFlow's op determinism: the same command gives bit-identical weights, killed and resumed or not "
+             "(slower; see the README)")
     add("--hparams", metavar="FILE", default="",
         help="JSON of hyperparameter values (e.g. a search's best_hparams.json) for the model's search space; "
              "--batch-size and --learning-rate given on the command line still win")

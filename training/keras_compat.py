@@ -9,7 +9,8 @@ keras/src/backend/tensorflow/trainer.py:
    strategy cannot do outside a tf.function, and which no strategy can do for
    string features (MirroredStrategy fails in AddN on apps.regression's car
    names). Building needs only shapes and dtypes, so the first local replica's
-   batch is enough.
+   batch is enough. (The replacement also builds under the default strategy
+   and only once per model: see _maybe_symbolic_build.)
 2. `reduce_per_replica` averages the step's logs across workers with
    `strategy.reduce("MEAN", v, axis=0)`; the logs are scalars, and axis=0 on a
    rank-0 value fails. For scalars the right call is axis=None.
@@ -53,14 +54,22 @@ def patch_multi_worker_fit() -> None:
         )
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if self._distribute_strategy is None:
-            return  # unchanged: no strategy, Keras builds when it traces
+        # Two changes beside correction 1. Keras defers building under the
+        # default strategy to the first trace; building here under every
+        # strategy means the optimizer and the metrics exist when the first
+        # epoch begins, where training/backups.py loads a backup into them.
+        # And once built, nothing more is built: run() calls fit() once per
+        # epoch, and drawing a batch each time would cost a pass through the
+        # shuffle buffer for nothing.
+        if getattr(self, "_tfsuite_built", False):
+            return
         if iterator is not None:
             for _, _, it in iterator:
                 data_batch = tree.map_structure(_local_first, next(it))  # correction 1
                 break
         with self.distribute_strategy.scope():
             self._symbolic_build(data_batch=data_batch)
+        self._tfsuite_built = True
 
     original_reduce = tf_trainer.reduce_per_replica
 

@@ -8,13 +8,16 @@ a multi-worker run arrives at the same folder without talking to the others.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import tempfile
 from pathlib import Path
 
-from training.config import UsageError
+import numpy as np
+
+from training.config import NOT_MODEL_DEFINING, UsageError, differences
 
 FINISHED = "FINISHED.json"
 
@@ -39,6 +42,7 @@ def resolve_run_dir(config) -> Path:
             raise UsageError(f"run {run_dir} already finished; pick another --run-id (nothing was changed)")
         if config.fresh and run_dir.exists():
             raise UsageError(f"--fresh with --run-id {config.run_id}: that folder exists; pick a new --run-id")
+        check_same_run(run_dir, config)
         return run_dir
     prefix = f"{config.model}-{config.identity()}"
     pattern = re.compile(re.escape(prefix) + r"-(\d+)$")
@@ -48,18 +52,46 @@ def resolve_run_dir(config) -> Path:
     return base / f"{prefix}-{(numbers[-1] if numbers else 0) + 1}"
 
 
+def check_same_run(run_dir: Path, config) -> None:
+    """A --run-id folder is resumed only by the command that started it: other
+    model-defining flags would load its backups into another configuration."""
+    saved = run_dir / "run_config.json"
+    if not saved.exists():
+        return
+    try:
+        old = {k: v for k, v in json.loads(saved.read_text()).items() if k not in NOT_MODEL_DEFINING}
+    except (OSError, ValueError) as err:
+        raise UsageError(f"--run-id {config.run_id}: cannot read {saved} ({err}); pick another --run-id") from None
+    if old != config.record():
+        raise UsageError(f"--run-id {config.run_id} was started with other settings ({differences(old, config.record())}); "
+                         "rerun it with its own flags to resume it, or pick another --run-id")
+
+
 def mark_finished(run_dir: Path, results: dict) -> None:
     tmp = run_dir / f".{FINISHED}.tmp"
     tmp.write_text(json.dumps(results, indent=2, default=str))
     os.replace(tmp, run_dir / FINISHED)
 
 
-def report(serving, config, run_dir: Path, results: dict, export_path: Path | None, details: dict | None = None) -> str:
+def weights_digest(model) -> str:
+    """sha256 of the model's weights, in order: equal for bit-identical models
+    (--deterministic promises it for reruns of one command, resumed or not)."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+    return digest.hexdigest()
+
+
+def report(serving, config, run_dir: Path, results: dict, export_path: Path | None, details: dict | None = None,
+           weights: str = "") -> str:
     """The closing lines: the result, where everything went, and how to look at it."""
     metrics = "  ".join(f"{k}={v:.4f}" for k, v in results.items() if k.startswith("test_"))
     lines = ["", f"Test set:     {metrics}"]
     lines += [f"{k + ':':<13} {v:.4f}" if isinstance(v, float) else f"{k + ':':<13} {v}"
               for k, v in (details or {}).items()]  # the app's own findings
+    if weights:
+        lines.append(f"Weights:      sha256 {weights[:16]}" + ("  (--deterministic: the same for every rerun of this command, "
+                                                               "resumed or not)" if config.deterministic else ""))
     lines += [
         f"Logs:         {run_dir}",
         f"Checkpoint:   {run_dir / 'model.keras'}  (resume backups in {run_dir / 'backup'} are removed once a run finishes)",

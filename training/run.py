@@ -17,18 +17,22 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from pipelines.input import make_pipeline
+from pipelines.input import TrainingBatches, evaluation_batches
 from training import callbacks as cb
+from training import preemption, resume
+from training.backups import BackupFolder, Backups, restore_point
 from training.config import RunConfig, UsageError, parse_config
 from training.export import export_version
-from training.outputs import check_writable, mark_finished, report, resolve_run_dir
-from training.strategy import describe, is_chief, resolve_mixed_precision, resolve_strategy, task_label
+from training.outputs import check_writable, mark_finished, report, resolve_run_dir, weights_digest
+from training.strategy import (describe, in_cluster, is_chief, lost_worker_message, LOST_WORKER_ERRORS,
+                               resolve_mixed_precision, resolve_strategy, task_label)
 
 JIT = {"auto": "auto", "on": True, "off": False}
+RESUME_HINT = "rerun the same command to resume from the last backup"
 
 
 def build_pipelines(app, config: RunConfig, splits, static_shapes: bool = False):
-    """(train, validation, test) batched pipelines for the app's splits.
+    """(training batches, validation, test) for the app's splits.
 
     Training drops its last partial batch where the device needs static shapes
     (TPU) and where an epoch has at least 100 full batches: there the reshuffle
@@ -40,10 +44,10 @@ def build_pipelines(app, config: RunConfig, splits, static_shapes: bool = False)
     source = splits.train.concatenate(splits.validation) if config.include_validation else splits.train
     examples = int(source.cardinality())
     drop = static_shapes or examples < 0 or examples // config.batch_size >= 100
-    train = make_pipeline(source, global_batch=config.batch_size, training=True, seed=config.seed,
-                          vectorize=splits.vectorize, augment=augment, drop_remainder=drop)
-    validation, test = (make_pipeline(ds, global_batch=config.batch_size, training=False, seed=config.seed,
-                                      vectorize=splits.vectorize, drop_remainder=static_shapes)
+    train = TrainingBatches(source, global_batch=config.batch_size, seed=config.seed, vectorize=splits.vectorize,
+                            augment=augment, drop_remainder=drop)
+    validation, test = (evaluation_batches(ds, global_batch=config.batch_size, vectorize=splits.vectorize,
+                                           drop_remainder=static_shapes)
                         for ds in (splits.validation, splits.test))
     return train, validation, test
 
@@ -55,73 +59,84 @@ def run(app, config: RunConfig) -> dict:
     # ---- Devices. First: --cpu-devices must act before TensorFlow starts its
     # devices, and a strategy that cannot be built should fail before any download.
     strategy = resolve_strategy(config.strategy, config.cpu_devices)
+    preemption.requests.reclaim()  # from TensorFlow's multi-worker runtime, which takes SIGTERM over
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
         raise UsageError(f"--batch-size {config.batch_size} is not divisible by the {replicas} replicas; "
                          f"use a multiple of {replicas}")
     policy = resolve_mixed_precision(config.mixed_precision, strategy)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()  # every op's result depends on its inputs alone
     keras.utils.set_random_seed(config.seed)
     chief = is_chief(strategy)
 
     # ---- Outputs, checked before any work so a bad path costs a second, not a training run.
     run_dir = resolve_run_dir(config)
     check_writable(Path(config.export_dir), "--export-dir")
-    # Non-chief workers keep their own backups and throw their TensorBoard logs away.
-    backup_dir = run_dir / ("backup" if chief else f"backup-{task_label(strategy)}")
+    # Every worker keeps its own backups; non-chief workers throw their TensorBoard logs away.
+    backups = BackupFolder(run_dir / ("backup" if chief else f"backup-{task_label(strategy)}"))
     tb_dir = str(run_dir) if chief else tempfile.mkdtemp(prefix="tb-worker-")
-    resuming = backup_dir.exists()
     print(f"{app.NAME}: model {config.model}, {config.epochs} epoch(s), global batch {config.batch_size} "
-          f"over {replicas} replica(s) ({describe(strategy)}), precision {policy}", flush=True)
-    print(f"run folder {run_dir}" + (" (resuming from its last backup)" if resuming else ""), flush=True)
+          f"over {replicas} replica(s) ({describe(strategy)}), precision {policy}"
+          + (", deterministic" if config.deterministic else ""), flush=True)
+    print(f"run folder {run_dir}", flush=True)
 
-    # ---- Data: unbatched examples from the app, batched by the shared pipeline.
+    # ---- Data: unbatched examples from the app, batched by the shared pipelines.
     splits = app.load_data(config)
     spec = app.MODELS[config.model]
     train, validation, test = build_pipelines(app, config, splits, static_shapes=isinstance(strategy, tf.distribute.TPUStrategy))
-    steps_per_epoch = int(train.cardinality())
-    if steps_per_epoch == 0:
+    if train.steps_per_epoch == 0:
         raise UsageError(f"--batch-size {config.batch_size} is larger than the training set; use a smaller one")
-    steps_per_epoch = steps_per_epoch if steps_per_epoch > 0 else None
+    steps_per_epoch = train.steps_per_epoch if train.steps_per_epoch > 0 else None
     serving = app.serving(config, splits)
     print(f"data from {splits.source}" + (" (training on train + validation)" if config.include_validation else ""), flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)  # only now: bad input above leaves no empty run behind
     if chief:
         (run_dir / "run_config.json").write_text(config.to_json())
 
+    # ---- Where to start: the newest backup (every worker's newest common one), checked before any training.
+    restore = restore_point(backups, config.record(), strategy, steps_per_epoch, splits.source)
+    start = restore.position if restore else resume.START
+    if restore:
+        print(f"resuming {start.describe(steps_per_epoch)} from its backup {restore.path}", flush=True)
+
     # ---- Model: built and compiled inside the strategy's scope, so its
     # variables are mirrored across replicas.
     with strategy.scope():
         model, compile_kwargs = spec.build(config, splits, steps_per_epoch)
         model.compile(**compile_kwargs, jit_compile=JIT[config.xla], steps_per_execution=config.steps_per_execution)
+    if restore:
+        restore.check(model.variables)  # a backup of another model is refused before any training (and loaded at its start)
 
-    # ---- Train.
+    # ---- Train, epoch by epoch from the resume point (training/resume.py).
     progress = cb.progress_verbosity()
+    backup = Backups(backups, every=config.backup_every, steps_per_epoch=steps_per_epoch, record=config.record(),
+                     source=splits.source, strategy=strategy, stops=preemption.requests, restore=restore)
     callbacks = [
         cb.StepLog(run_dir / ("steps.jsonl" if chief else f"steps-{task_label(strategy)}.jsonl")),
         keras.callbacks.TensorBoard(tb_dir, histogram_freq=1, write_graph=True, update_freq="epoch",
                                     profile_batch=tuple(int(s) for s in config.profile.split(",")) if config.profile else 0),
-        # Keras 3.15 records the step but resumes at the start of the interrupted
-        # epoch, with the weights and optimizer state saved mid-epoch.
-        keras.callbacks.BackupAndRestore(str(backup_dir), save_freq=config.backup_every,
-                                         double_checkpoint=True, delete_checkpoint=False),
         # Every worker runs every callback: predict() inside them is a collective
         # op under MultiWorkerMirroredStrategy. Non-chief workers write to scratch.
         cb.StepScalars(str(Path(tb_dir) / "train"), config.log_every),
         cb.OpGraph(str(Path(tb_dir) / "train")),
         cb.HParams(tb_dir, cb.hparams_values(config), run_dir.name),
         *app.tensorboard_callbacks(str(Path(tb_dir) / "test"), splits, test),
+        *([cb.PlainProgress(config.log_every, steps_per_epoch)] if progress == 2 else []),
+        backup,  # last: a backup at a step comes after everything the step logged
     ]
-    if progress == 2:
-        callbacks.append(cb.PlainProgress(config.log_every, steps_per_epoch))
+    callbacks = resume.RunCallbacks(callbacks, model=model, epochs=config.epochs, steps=steps_per_epoch, verbose=progress)
+    training_started = time.time()
     # A final fit on train + validation has no held-out validation left to report.
-    model.fit(train, validation_data=None if config.include_validation else validation, epochs=config.epochs, callbacks=callbacks, verbose=progress,
-              shuffle=False)  # the pipeline shuffles; this only silences Keras' reminder
+    resume.train(model, train, None if config.include_validation else validation, epochs=config.epochs,
+                 start=start, callbacks=callbacks)
+    training_seconds = time.time() - training_started
 
     # ---- Evaluate on the held-out test set.
     results = model.evaluate(test, return_dict=True, verbose=0)
     results = {f"test_{k}": float(v) for k, v in results.items()}
 
-    # ---- Save and export. The backup is dropped only once the export is in
+    # ---- Save and export. The backups are dropped only once the export is in
     # place, so a kill during export resumes straight to exporting.
     if chief:
         model.save(run_dir / "model.keras")
@@ -130,15 +145,17 @@ def run(app, config: RunConfig) -> dict:
                                  app.serving_inputs(features), chief=chief)
     if not chief:
         shutil.rmtree(tb_dir, ignore_errors=True)
-        shutil.rmtree(backup_dir, ignore_errors=True)
+        shutil.rmtree(backups.root, ignore_errors=True)
         return results
     details = app.details(model, splits, config)  # e.g. learned w and b, perplexity against a bigram model
     cb.write_scalars(str(run_dir / "test"), results, step=int(model.optimizer.iterations.numpy()))
     cb.flush_writers()
     results["wall_seconds"] = round(time.time() - started, 1)
-    mark_finished(run_dir, {**results, "details": details, "export": str(export_path)})
-    shutil.rmtree(backup_dir, ignore_errors=True)
-    print(report(serving, config, run_dir, results, export_path, details), flush=True)
+    record = {"training_seconds": round(training_seconds, 2), "backup_seconds": round(backup.seconds, 3),
+              "backups_written": backup.written, "weights_sha256": weights_digest(model)}
+    mark_finished(run_dir, {**results, **record, "details": details, "export": str(export_path)})
+    shutil.rmtree(backups.root, ignore_errors=True)
+    print(report(serving, config, run_dir, results, export_path, details, record["weights_sha256"]), flush=True)
     return {**results, **{k: v for k, v in details.items() if isinstance(v, (int, float))}}
 
 
@@ -148,21 +165,38 @@ def main(app, argv=None, action=run) -> int:
     action(app, config) does the work: training by default; apps.text passes
     one that generates text instead when asked to (--generate).
     """
-    return guarded(lambda: action(app, parse_config(app, sys.argv[1:] if argv is None else argv)),
-                   "rerun the same command to resume from the last backup")
+    def work():
+        with preemption.requests.installed(RESUME_HINT):  # SIGTERM and Ctrl-C: a stop at a step (training/preemption.py)
+            action(app, parse_config(app, sys.argv[1:] if argv is None else argv))
+
+    return guarded(work, RESUME_HINT)
 
 
+# Exit codes (README: "Exit codes"). A stop on a signal exits 128 + its number.
 USAGE_EXIT = 2  # bad input: one line on stderr, "error: ..."
+LOST_WORKER_EXIT = 69  # EX_UNAVAILABLE: another worker of a multi-worker run died; restart them all
 
 
 def guarded(work, resume_hint: str) -> int:
-    """Runs a command's work: bad input is one line and exit 2, Ctrl-C says how to resume and exits 130."""
+    """Runs a command's work: bad input is one line and exit 2; a stop on a
+    signal says where it stopped and exits 128 + the signal's number; Ctrl-C
+    elsewhere says how to resume and exits 130; a worker lost from a
+    multi-worker run is one line and exit 69.
+    """
     try:
         work()
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return USAGE_EXIT
+    except preemption.Stopped as stop:
+        print(f"\nstopped: {stop.message}", file=sys.stderr)
+        return stop.exit_code
     except KeyboardInterrupt:
         print(f"\ninterrupted: {resume_hint}", file=sys.stderr)
         return 130
+    except LOST_WORKER_ERRORS as err:
+        if not in_cluster():
+            raise
+        print(f"error: {lost_worker_message(err)}", file=sys.stderr)
+        return LOST_WORKER_EXIT
     return 0

@@ -89,6 +89,53 @@ def is_chief(strategy) -> bool:
     return label == "worker0" and "chief" not in strategy.cluster_resolver.cluster_spec().as_dict()
 
 
+_cluster = {"multi_worker": False}
+
+
+def in_cluster() -> bool:
+    """Whether this process is one worker of a MultiWorkerMirroredStrategy cluster."""
+    return _cluster["multi_worker"]
+
+
+LOST_WORKER_ERRORS = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError)
+
+
+def lost_worker_message(err: Exception) -> str:
+    """One line for a collective aborted because another worker died or stopped answering.
+
+    A survivor fails instead of hanging: seen here, 1 s after a worker was
+    killed (its port refuses the next collective) and 11 s after one froze
+    (SIGSTOP: TensorFlow's coordination service misses its heartbeats).
+    """
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+    at = next((i for i, line in enumerate(lines) if "aborted by" in line or "unhealthy" in line), 0)
+    cause = " ".join(lines[at:at + 2]) if lines[at].endswith(":") else lines[at]  # the unhealthy task is on the next line
+    return (f"lost contact with another worker of this multi-worker run ({cause[:240]}); "
+            "start every worker again with the same command: they resume from their common last backup")
+
+
+_gathers: dict = {}
+
+
+def from_every_worker(strategy, value: int) -> list[int]:
+    """`value` as every worker of the run has it (one process: [value]).
+
+    A collective under MultiWorkerMirroredStrategy: every worker must call it
+    at the same point, with its own value. Used once per run, to agree on the
+    newest backup all workers hold (not per step: see preemption.StopPoint).
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return [value]
+    if id(strategy) not in _gathers:
+        @tf.function
+        def gather(local):
+            per_replica = strategy.run(lambda: tf.reshape(local, [1]))
+            return strategy.gather(per_replica, axis=0)
+
+        _gathers[id(strategy)] = gather
+    return [int(v) for v in _gathers[id(strategy)](tf.constant(value, tf.int64)).numpy()]
+
+
 def resolve_strategy(name: str, cpu_devices: int = 1) -> tf.distribute.Strategy:
     """The strategy called `name` (see config.STRATEGIES), or a UsageError saying why not.
 
@@ -103,6 +150,7 @@ def resolve_strategy(name: str, cpu_devices: int = 1) -> tf.distribute.Strategy:
     keras_compat.patch_multi_worker_fit()
     if name == "multi_worker":
         read_tf_config()
+        _cluster["multi_worker"] = True
         return tf.distribute.MultiWorkerMirroredStrategy()
     split_cpu(cpu_devices)
     gpus = len(tf.config.list_physical_devices("GPU"))

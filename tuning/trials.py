@@ -95,11 +95,12 @@ class AppHyperModel(keras_tuner.HyperModel):
         return splits._replace(train=part(False, n - size), validation=part(True, size))
 
     def _model(self, config, splits):
-        train, validation, _ = build_pipelines(self.app, config, splits, static_shapes=self.static_shapes)
-        steps = int(train.cardinality())
+        batches, validation, _ = build_pipelines(self.app, config, splits, static_shapes=self.static_shapes)
+        steps = batches.steps_per_epoch
         model, compile_kwargs = self.spec.build(config, splits, steps if steps > 0 else None)
         model.compile(**compile_kwargs, jit_compile=JIT[config.xla], steps_per_execution=config.steps_per_execution)
-        self._trial = (config, train, validation)
+        # A trial is rerun whole if killed, so one fit() over a pipeline that reshuffles every epoch is enough.
+        self._trial = (config, batches.reshuffled(), validation)
         return model
 
     def build(self, hp):
