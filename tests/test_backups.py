@@ -1,6 +1,8 @@
 """Backups in-process: atomic writes, pruning, checksums, which backup a run resumes
 from, a backup of another model, and the run-long callback list of resumed epochs.
 (Kills, signals and whole runs: tests/test_resume.py.)"""
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -133,3 +135,37 @@ def test_the_callbacks_see_one_run_and_a_resumed_epochs_own_step_numbers():
     assert record.events == ["begin", "epoch 1", 3, 4, "epoch 2", 0, 1, 2, 3, 4, "end"]
     assert int(model.optimizer.iterations.numpy()) == 7  # 2 + 5 steps: nothing more, nothing less
     assert callbacks.params == {"verbose": 0, "epochs": 3, "steps": 5}
+
+
+def test_a_signal_in_an_epochs_last_step_is_taken_at_its_end_after_validation(tmp_path):
+    """A stop asked for during the last step waits for the epoch's validation and
+    logs, so no backup is ever at a position with an epoch's end still owed."""
+    import os
+    import signal
+
+    from training.backups import Backups
+    from training.preemption import Stopped, requests
+
+    class SignalInLastStep(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epoch_ends = []
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 4:  # the last of the epoch's 5 steps
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epoch_ends.append(sorted(logs))
+
+    model, seen = _model(), SignalInLastStep()
+    batches = TrainingBatches(_data(), global_batch=8, seed=1)
+    folder = BackupFolder(tmp_path / "backup")
+    backups = Backups(folder, every=2, steps_per_epoch=5, record=RECORD, source="here", strategy=DEFAULT, stops=requests)
+    callbacks = RunCallbacks([seen, backups], model=model, epochs=3, steps=5, verbose=0)
+    with requests.installed("rerun it"), pytest.raises(Stopped) as stop:
+        train(model, batches, _data().batch(8), epochs=3, start=Position(0, 0, 0), callbacks=callbacks)
+    assert stop.value.message.startswith("SIGTERM, at the end of epoch 1 (global step 5); backup ")
+    assert seen.epoch_ends == [["loss", "mae", "val_loss", "val_mae"]]  # validated before it stopped
+    assert [p.name for p in folder.complete()] == ["step-000000005", "step-000000004"]  # the epoch end, every 2 steps
+    assert json.loads((folder.complete()[0] / "state.json").read_text())["reason"] == "epoch end"
