@@ -41,16 +41,17 @@ class Splits(NamedTuple):
     vectorize: Callable | None = None  # batch-level, deterministic: (raw features, labels) -> (model inputs, targets)
 
 
-def pipeline_options(deterministic: bool = True, shard_policy=tf.data.experimental.AutoShardPolicy.DATA) -> tf.data.Options:
+def pipeline_options() -> tf.data.Options:
     """Options set on every input pipeline.
 
-    DATA sharding: every worker reads the whole source and keeps its share of
-    each batch. FILE sharding would need at least one file per worker, which
-    in-memory sources and single-file TFDS splits do not have.
+    Deterministic: parallel maps keep the order, so the same seed gives the
+    same batches. DATA sharding: every worker reads the whole source and keeps
+    its share of each batch. FILE sharding would need at least one file per
+    worker, which in-memory sources and single-file TFDS splits do not have.
     """
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = shard_policy
-    options.deterministic = deterministic
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.deterministic = True
     return options
 
 
