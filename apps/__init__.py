@@ -8,4 +8,5 @@ import os
 # run's own output; warnings and errors still show. Set before TF is imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-APPS = {"mnist": "apps.mnist", "regression": "apps.regression", "text": "apps.text"}
+APPS = {"mnist": "apps.mnist", "fashion_mnist": "apps.fashion_mnist", "regression": "apps.regression",
+        "sentiment": "apps.sentiment", "charlm": "apps.charlm"}

@@ -4,173 +4,39 @@
     python -m apps.mnist --model cnn      # the seed article's CNN (S2), exactly
     python -m apps.mnist --smoke          # the whole path on a slice of the data, in seconds
 
-The model takes raw uint8 pixels; scaling happens inside it, so training, the
-exported SavedModel and TF Serving all see the same preprocessing.
+The models are the image models every 28x28 app shares (apps/images.py); the
+model takes raw uint8 pixels and scales them itself.
 """
 from __future__ import annotations
 
-import numpy as np
-import tensorflow as tf
-import keras
-from keras import layers
-
+from apps import images
 from pipelines import mnist as mnist_data
 from pipelines.input import random_shift
-from training import callbacks as cb
-from training.config import ModelSpec
-from training.export import Serving
 
 NAME = "mnist"
 OBJECTIVE = "val_accuracy"  # what python -m tuning mnist maximises
-CLASS_NAMES = [str(d) for d in range(10)]
+CLASS_NAMES = tuple(str(d) for d in range(10))
+DEFAULT_MODEL, MODELS = images.DEFAULT_MODEL, images.MODELS
+serving_inputs = images.serving_inputs
 
-
-# ---- Data -------------------------------------------------------------------
 
 def load_data(config):
     """Unbatched (uint8 [28, 28, 1], int64) train / validation / test splits."""
     return mnist_data.load(config.data_source, config.data_dir, smoke=config.smoke)
 
 
-def augment(images, labels, seed):
+def augment(images_, labels, seed):
     """Random shifts of up to 2 pixels: digits are centred by mass in MNIST, and
     small offsets are the one variation the test set really has."""
-    return random_shift(images, 2, seed), labels
-
-
-# ---- Models -----------------------------------------------------------------
-
-def _inputs():
-    image = keras.Input((28, 28, 1), dtype="uint8", name="image")
-    return image, layers.Rescaling(1 / 255.0)(image)
-
-
-def _adam(config, default=1e-3):
-    return keras.optimizers.Adam(config.learning_rate or default)
-
-
-def build_mlp(config, splits, steps_per_epoch):
-    """S1: Flatten -> Dense 128 relu -> Dense 10 softmax; Adam; sparse cross-entropy."""
-    image, x = _inputs()
-    x = layers.Flatten()(x)
-    x = layers.Dense(128, activation="relu")(x)
-    probabilities = layers.Dense(10, activation="softmax", dtype="float32", name="probabilities")(x)
-    model = keras.Model(image, probabilities, name="mnist_mlp")
-    return model, dict(optimizer=_adam(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-
-
-def build_cnn(config, splits, steps_per_epoch):
-    """S2: Conv32 -> Pool -> Conv64 -> Pool -> Dense 128 -> Dropout 0.5 -> Dense 10.
-
-    The article's categorical cross-entropy on one-hot labels is the same loss
-    as sparse cross-entropy on integer labels; the integer form is kept so
-    every MNIST model shares one pipeline.
-    """
-    image, x = _inputs()
-    x = layers.Conv2D(32, 3, activation="relu")(x)  # (B, 26, 26, 32)
-    x = layers.MaxPooling2D(2)(x)  # (B, 13, 13, 32)
-    x = layers.Conv2D(64, 3, activation="relu")(x)  # (B, 11, 11, 64)
-    x = layers.MaxPooling2D(2)(x)  # (B, 5, 5, 64)
-    x = layers.Flatten()(x)
-    x = layers.Dense(128, activation="relu")(x)
-    x = layers.Dropout(0.5)(x)
-    probabilities = layers.Dense(10, activation="softmax", dtype="float32", name="probabilities")(x)
-    model = keras.Model(image, probabilities, name="mnist_cnn")
-    return model, dict(optimizer=_adam(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-
-
-def _conv_bn(x, filters):
-    x = layers.Conv2D(filters, 3, use_bias=False)(x)  # BN supplies the bias
-    x = layers.BatchNormalization()(x)
-    return layers.ReLU()(x)
-
-
-def cnn_bn_space(hp):
-    """What `python -m tuning mnist` searches; every default is the untuned default model."""
-    hp.Int("conv_blocks", 2, 3, default=2)
-    hp.Choice("filters", [16, 32, 48, 64], default=32)  # the first block's; each further block doubles it
-    hp.Choice("dense_units", [64, 128, 256], default=128)
-    hp.Float("dropout", 0.0, 0.5, step=0.05, default=0.25)
-    hp.Float("weight_decay", 1e-5, 1e-2, sampling="log", default=5e-4)
-    hp.Choice("optimizer", ["adamw", "sgd"], default="adamw")
-    hp.Choice("schedule", ["one_cycle", "cosine", "constant"], default="one_cycle")
-    hp.Float("learning_rate", 3e-4, 3e-2, sampling="log", default=3e-3)
-    hp.Choice("batch_size", [64, 128, 256], default=128)
-
-
-def build_cnn_bn(config, splits, steps_per_epoch):
-    """The default: S2's shape with batch norm, shift augmentation, AdamW and a
-    one-cycle schedule (warm up for 20 % of the steps, then cosine decay).
-
-    Batch norm and the schedule are what take S2 from ~99.2 % to >= 99.5 %;
-    a wider network gained nothing here that was worth its time on 2 cores.
-    Shape and training follow config.hparams (cnn_bn_space).
-    """
-    h = config.hparams
-    image, x = _inputs()
-    for block in range(h["conv_blocks"]):  # 28 -> 26 -> 13 -> 11 -> 5 (-> 3 -> 1)
-        x = _conv_bn(x, h["filters"] * 2 ** block)
-        x = layers.MaxPooling2D(2)(x)
-    x = layers.Flatten()(x)
-    x = layers.Dropout(h["dropout"])(x)
-    x = layers.Dense(h["dense_units"], use_bias=False)(x)
-    x = layers.ReLU()(layers.BatchNormalization()(x))
-    x = layers.Dropout(h["dropout"])(x)
-    probabilities = layers.Dense(10, activation="softmax", dtype="float32", name="probabilities")(x)
-    model = keras.Model(image, probabilities, name="mnist_cnn_bn")
-    schedule = learning_rate_schedule(h["schedule"], config.learning_rate or 3e-3, config.epochs * (steps_per_epoch or 1))
-    if h["optimizer"] == "sgd":
-        optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=h["weight_decay"])
-    else:
-        optimizer = keras.optimizers.AdamW(schedule, weight_decay=h["weight_decay"])
-    return model, dict(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-
-
-def learning_rate_schedule(kind, peak, total_steps):
-    """one_cycle: warm up from peak/10 over the first 20 % of the steps, then
-    cosine decay to 1 % of peak; cosine: the decay alone; constant: peak."""
-    if kind == "constant":
-        return peak
-    warmup = max(total_steps // 5, 1) if kind == "one_cycle" else 0
-    start = peak / 10 if warmup else peak
-    return keras.optimizers.schedules.CosineDecay(start, max(total_steps - warmup, 1), alpha=0.01,
-                                                  warmup_target=peak if warmup else None, warmup_steps=warmup)
-
-
-DEFAULT_MODEL = "cnn_bn"
-MODELS = {
-    "cnn_bn": ModelSpec(build_cnn_bn, epochs=12, batch_size=128, augment=True, space=cnn_bn_space,
-                        help="default: CNN + batch norm + shift augmentation + one-cycle AdamW"),
-    "cnn": ModelSpec(build_cnn, epochs=10, batch_size=64, help="seed S2, the article's CNN"),
-    "mlp": ModelSpec(build_mlp, epochs=5, batch_size=32, help="seed S1, the article's MLP"),
-}
-
-
-# ---- Serving ----------------------------------------------------------------
-
-def serve(model, images):
-    """Raw uint8 images [B, 28, 28] -> class probabilities [B, 10] and predicted class [B]."""
-    probabilities = model(tf.expand_dims(images, -1), training=False)
-    return {"probabilities": probabilities, "class": tf.argmax(probabilities, axis=-1)}
+    return random_shift(images_, 2, seed), labels
 
 
 def serving(config, splits):
-    return Serving(NAME, {"images": tf.TensorSpec([None, 28, 28], tf.uint8)}, ("probabilities", "class"), serve)
+    return images.serving(NAME)
 
-
-def serving_inputs(features):
-    """A pipeline batch (uint8 [B, 28, 28, 1]) as serving inputs."""
-    return {"images": np.asarray(features)[..., 0]}
-
-
-# ---- TensorBoard --------------------------------------------------------------
 
 def tensorboard_callbacks(logdir, splits, test):
-    images, labels = next(iter(splits.test.batch(32)))
-    return [
-        cb.SamplePredictions(logdir, np.asarray(images), np.asarray(labels), CLASS_NAMES),
-        cb.ConfusionMatrix(logdir, test, CLASS_NAMES),
-    ]
+    return images.tensorboard_callbacks(logdir, splits, test, CLASS_NAMES)
 
 
 def details(model, splits, config):

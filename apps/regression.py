@@ -17,8 +17,9 @@ import keras
 from keras import layers
 
 from pipelines import autompg
-from training import summaries
-from training.config import ModelSpec, UsageError
+from apps import regression_parts
+from training.config import ModelSpec
+from errors import UsageError
 from training.export import Serving
 
 NAME = "regression"
@@ -75,11 +76,11 @@ def preprocess(inputs, splits, makers: bool):
         origin = layers.IntegerLookup(vocabulary=list(autompg.ORIGINS), output_mode="one_hot", name="origin_one_hot")
         parts.append(lambda f: origin(f["origin"]))
     if makers and "car_name" in inputs:
-        maker = summaries.CarMaker(name="maker")
-        known = sorted({summaries.car_maker(n.decode()) for n in np.asarray(train["car_name"])})
+        maker = regression_parts.CarMaker(name="maker")
+        known = sorted({regression_parts.car_maker(n.decode()) for n in np.asarray(train["car_name"])})
         lookup = layers.StringLookup(vocabulary=known, output_mode="one_hot", name="maker_one_hot")
         parts.append(lambda f: lookup(maker(f["car_name"])))
-        diesel = summaries.Diesel(name="diesel")
+        diesel = regression_parts.Diesel(name="diesel")
         parts.append(lambda f: diesel(f["car_name"]))
 
     def encode(features):
@@ -108,7 +109,7 @@ def build_linear(config, splits, steps_per_epoch):
     """
     inputs = feature_inputs(splits)
     model = keras.Model(inputs, _output(preprocess(inputs, splits, makers=False)), name="linear")
-    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate or 0.1, config.epochs * (steps_per_epoch or 1))
+    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * (steps_per_epoch or 1))
     return model, dict(optimizer=keras.optimizers.SGD(schedule), loss="mse", metrics=["mae"])
 
 
@@ -119,7 +120,7 @@ def build_mlp(config, splits, steps_per_epoch):
     x = layers.Dense(64, activation="relu")(x)
     x = layers.Dense(64, activation="relu")(x)
     model = keras.Model(inputs, _output(x), name="mlp")
-    return model, dict(optimizer=keras.optimizers.Adam(config.learning_rate or 1e-3), loss="mse", metrics=["mae"])
+    return model, dict(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse", metrics=["mae"])
 
 
 def ensemble_space(hp):
@@ -168,7 +169,7 @@ def build_ensemble(config, splits, steps_per_epoch):
     average = layers.Average(dtype="float32", name="average")(outputs) if len(outputs) > 1 else outputs[0]
     members_model = keras.Model(features, average, name="members")
     model = keras.Model(inputs, members_model(encoded), name="ensemble")  # [batch, 1], see _output
-    rate = config.learning_rate or 1e-3
+    rate = config.learning_rate
     if h["schedule"] == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(rate, config.epochs * (steps_per_epoch or 1), alpha=0.01)
     optimizer = keras.optimizers.RMSprop(rate) if h["optimizer"] == "rmsprop" else keras.optimizers.Adam(rate)
@@ -177,10 +178,10 @@ def build_ensemble(config, splits, steps_per_epoch):
 
 DEFAULT_MODEL = "ensemble"
 MODELS = {
-    "ensemble": ModelSpec(build_ensemble, epochs=100, batch_size=32, space=ensemble_space,
+    "ensemble": ModelSpec(build_ensemble, epochs=100, space=ensemble_space,
                           help="default: ten averaged 64-64 MLPs with the car's maker and a diesel flag, MAE loss"),
-    "mlp": ModelSpec(build_mlp, epochs=10, batch_size=32, help="seed S4: 64-64-1, Adam, MSE, 10 epochs"),
-    "linear": ModelSpec(build_linear, epochs=100, batch_size=100,
+    "mlp": ModelSpec(build_mlp, epochs=10, batch_size=32, learning_rate=1e-3, help="seed S4: 64-64-1, Adam, MSE, 10 epochs"),
+    "linear": ModelSpec(build_linear, epochs=100, batch_size=100, learning_rate=0.1,
                         help="seed S3: Dense(1), SGD, MSE, 100 epochs (full batches of 100, so it lands on least squares)"),
 }
 
@@ -211,7 +212,7 @@ def serving_inputs(features):
 
 def tensorboard_callbacks(logdir, splits, test):
     features, targets = next(iter(splits.test.batch(16)))
-    return [summaries.RegressionPlots(logdir, serving_inputs(features), np.asarray(targets), test)]
+    return [regression_parts.RegressionPlots(logdir, serving_inputs(features), np.asarray(targets), test)]
 
 
 def details(model, splits, config):

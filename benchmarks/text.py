@@ -5,8 +5,8 @@ language model against a bigram model, on the offline tweets' fixed split.
     python -m benchmarks.text                          # sentiment (bag, cnn) and lm
     python -m benchmarks.text --tasks sentiment --models bag
 
-Every suite model trains through `python -m apps.text`'s own run function
-(pipeline, model, fit, evaluate, verified export into a scratch folder). The
+Every suite model trains through its app's own run function (apps.sentiment, apps.charlm:
+pipeline, model, fit, evaluate, verified export into a scratch folder). The
 peer sees the same cleaned, deduplicated tweets and the same split: it is fit
 on train + validation (it has no use for a validation set) and scored on test.
 """
@@ -21,17 +21,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from apps import text  # noqa: E402
+from apps import charlm, sentiment  # noqa: E402
 from pipelines import tweets  # noqa: E402
 from training.config import default_data_dir, parse_config  # noqa: E402
 from training.run import run  # noqa: E402
 
 
-def suite(args: list[str], scratch: str) -> tuple[dict, float]:
-    config = parse_config(text, [*args, "--data-source", "mirror", "--logdir", f"{scratch}/runs",
-                                 "--export-dir", f"{scratch}/export", "--fresh"])
+def suite(app, args: list[str], scratch: str) -> tuple[dict, float]:
+    config = parse_config(app, [*args, "--data-source", "mirror", "--logdir", f"{scratch}/runs",
+                                "--export-dir", f"{scratch}/export", "--fresh"])
     start = time.perf_counter()
-    results = run(text, config)
+    results = run(app, config)
     return results, time.perf_counter() - start
 
 
@@ -62,14 +62,14 @@ def main() -> None:
             accuracy, f1 = peer()
             rows = [("TF-IDF 1-2 gram + logistic regression (peer)", accuracy, f1, 0.0)]
             for model in args.models.split(","):
-                results, seconds = suite(["--model", model], scratch)
-                rows.append((f"suite {model}" + (" (default)" if model == text.DEFAULT_MODEL else ""),
+                results, seconds = suite(sentiment, ["--model", model], scratch)
+                rows.append((f"suite {model}" + (" (default)" if model == sentiment.DEFAULT_MODEL else ""),
                              results["test_accuracy"], results["test_macro_f1"], seconds))
             lines.append("Sentiment, offline tweets, stratified 80/20 split (RandomState 0), test set:")
             lines.append(f"{'model':48s} {'accuracy':>8s} {'macro-F1':>8s} {'seconds':>8s}")
             lines += [f"{name:48s} {a:8.4f} {f:8.4f} {s:8.0f}" for name, a, f, s in rows]
         if "lm" in args.tasks:
-            results, seconds = suite(["--task", "lm"], scratch)
+            results, seconds = suite(charlm, [], scratch)
             lines.append("\nLanguage model, tweet texts, per-character test perplexity (same pairs):")
             lines.append(f"  suite lstm (S5)            {results['test_perplexity']:8.3f}   ({seconds:.0f} s)")
             lines.append(f"  add-k bigram (k={results['bigram_add_k']:g})      {results['bigram_test_perplexity']:8.3f}")

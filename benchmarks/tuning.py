@@ -30,7 +30,7 @@ import keras_tuner  # noqa: E402
 
 from training.config import parse_config  # noqa: E402
 from training.run import run  # noqa: E402
-from tuning.trials import AppHyperModel, objective_direction, objective_of  # noqa: E402
+from tuning.trials import AppHyperModel, objective_direction  # noqa: E402
 
 SETUPS = {
     # About 25 trials fit in the 20 minutes: 8 at random, then the Gaussian process.
@@ -57,7 +57,7 @@ def default_trial(app, base_argv, search_dir: Path, patience: int, folds: int) -
     base = parse_config(app, base_argv)
     scratch = search_dir.parent / "default-trial"  # its trials.jsonl row stays out of the search's
     scratch.mkdir(exist_ok=True)
-    objective = objective_of(app, base.model)
+    objective = app.OBJECTIVE
     hypermodel = AppHyperModel(app, base, scratch, objective, patience, None, folds=folds)
     hp = keras_tuner.HyperParameters()
     model = hypermodel.build(hp)  # an empty HyperParameters: every value is the space's default

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from pipelines import mirror, sources
 from pipelines.input import Splits
-from training.config import UsageError
+from errors import UsageError
 
 # Raw features in the order of the UCI file, with the dtype the exported model takes.
 FEATURES = {

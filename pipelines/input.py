@@ -20,6 +20,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from errors import UsageError
+
 AUTOTUNE = tf.data.AUTOTUNE
 FULL_SHUFFLE_LIMIT = 100_000  # shuffle the whole split when it is at most this many examples
 
@@ -138,3 +140,21 @@ def random_shift(images: tf.Tensor, max_shift: int, seed: tf.Tensor) -> tf.Tenso
     cols = offsets[:, 1:] + tf.range(width)[None]  # (B, W)
     shifted = tf.gather(padded, rows, batch_dims=1)  # (B, H, W+2s, C)
     return tf.gather(shifted, cols, axis=2, batch_dims=1)  # (B, H, W, C)
+
+
+def labelled_subset(ds: tf.data.Dataset, n: int, seed: int) -> tf.data.Dataset:
+    """n examples of ds drawn at random by `seed`, in ds's order: a training split with fewer labels.
+
+    Not stratified: with few labels some classes get more than others, as a
+    random sample of labelled data would.
+    """
+    count = int(ds.cardinality())
+    if count < 0:
+        raise UsageError("--train-examples needs a training split of known size")
+    if n > count:
+        raise UsageError(f"--train-examples {n} is more than the {count} training examples")
+    keep = np.zeros(count, bool)
+    keep[np.random.default_rng(seed).choice(count, n, replace=False)] = True
+    keep = tf.constant(keep)
+    subset = ds.enumerate().filter(lambda i, example: keep[i]).map(lambda i, example: example)
+    return subset.apply(tf.data.experimental.assert_cardinality(n))

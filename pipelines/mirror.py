@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from training.config import UsageError
+from errors import UsageError
 
 DOWNLOAD_TIMEOUT_S = 300
 

@@ -10,7 +10,7 @@ import os
 import socket
 import threading
 
-from training.config import UsageError
+from errors import UsageError
 
 # TFDS downloads MNIST and friends from here (and the dataset catalog from GCS).
 TFDS_HOST = ("storage.googleapis.com", 443)

@@ -1,14 +1,13 @@
-"""The regression and text data: parsing, the fixed splits, how the tweet corpus is
+"""The regression, sentiment and language-model data: parsing, the fixed splits, how the tweet corpus is
 cleaned, and the in-model maker feature; bad input as one clear line."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from apps import regression, text
+from apps import charlm, regression, sentiment, regression_parts
 from conftest import error_lines
 from pipelines import autompg, tweets
-from training import summaries
-from training.config import UsageError
+from errors import UsageError
 from training.run import main
 
 UCI_LINES = (
@@ -38,10 +37,10 @@ def test_mirror_gives_392_cars_and_the_tutorial_split(data_dir):
 def test_in_graph_maker_matches_python_on_every_car(data_dir):
     table, _ = autompg.auto_mpg_table("mirror", data_dir)
     names = [str(n) for n in table["car_name"]]
-    graph = [m.decode() for m in summaries.CarMaker()(tf.constant(names)).numpy()]
-    assert graph == [summaries.car_maker(n) for n in names]
-    assert summaries.car_maker("chevy c20") == "chevrolet" and summaries.car_maker("vw pickup") == "volkswagen"
-    diesel = summaries.Diesel()(tf.constant(["vw rabbit c (diesel)", "ford pinto"])).numpy()[:, 0]
+    graph = [m.decode() for m in regression_parts.CarMaker()(tf.constant(names)).numpy()]
+    assert graph == [regression_parts.car_maker(n) for n in names]
+    assert regression_parts.car_maker("chevy c20") == "chevrolet" and regression_parts.car_maker("vw pickup") == "volkswagen"
+    diesel = regression_parts.Diesel()(tf.constant(["vw rabbit c (diesel)", "ford pinto"])).numpy()[:, 0]
     assert diesel.tolist() == [1.0, 0.0]
 
 
@@ -84,10 +83,10 @@ def test_stratified_split_keeps_class_shares():
 
 @pytest.mark.parametrize("app, argv, words", [
     (regression, ["--dataset", "nope"], "invalid choice: 'nope'"),
-    (text, ["--task", "nope"], "invalid choice: 'nope'"),
-    (text, ["--task", "sentiment", "--model", "lstm"], "--task sentiment takes bag, cnn"),
-    (text, ["--generate", "hi"], "--generate needs --task lm"),
-    (text, ["--task", "lm", "--generate", "hi", "--temperature", "0"], "must be positive"),
+    (sentiment, ["--model", "nope"], "invalid choice: 'nope'"),
+    (sentiment, ["--max-tokens", "2"], "at least 3"),
+    (charlm, ["--generate", "hi", "--temperature", "0"], "must be positive"),
+    (charlm, ["--generate", "  "], "non-empty prompt"),
     (regression, ["--csv", "/nonexistent/cars.csv"], "cannot read it"),
 ])
 def test_bad_input_is_one_line(capsys, tmp_path, app, argv, words):
@@ -97,9 +96,9 @@ def test_bad_input_is_one_line(capsys, tmp_path, app, argv, words):
     assert not list(tmp_path.glob("sm/*/*")) and not list(tmp_path.glob("runs/*/*"))
 
 
-@pytest.mark.parametrize("task", ["sentiment", "lm"])
-def test_tfds_text_sources_give_the_mirror_element_spec(tmp_path, monkeypatch, task):
-    """Online, apps.text reads imdb_reviews / tiny_shakespeare (mock_data stands in for the download)."""
+@pytest.mark.parametrize("loader", ["sentiment", "lines"])
+def test_tfds_text_sources_give_the_mirror_element_spec(tmp_path, monkeypatch, loader):
+    """Online, apps.sentiment reads imdb_reviews, apps.charlm tiny_shakespeare (mock_data stands in for the download)."""
     import tensorflow_datasets as tfds
 
     from pipelines import sources
@@ -107,9 +106,9 @@ def test_tfds_text_sources_give_the_mirror_element_spec(tmp_path, monkeypatch, t
 
     monkeypatch.setattr(sources, "internet_reachable", lambda *a: True)
     with tfds.testing.mock_data(num_examples=16):
-        train, validation, test, class_names, where, _ = text_data.load(task, "online", str(tmp_path))
-        assert where.startswith("tfds:" + ("imdb_reviews" if task == "sentiment" else "tiny_shakespeare"))
-        assert class_names == (("negative", "positive") if task == "sentiment" else ())
+        train, validation, test, where, info, _ = getattr(text_data, loader)("online", str(tmp_path))
+        assert where.startswith("tfds:" + ("imdb_reviews" if loader == "sentiment" else "tiny_shakespeare"))
+        assert info["class_names"] == (("negative", "positive") if loader == "sentiment" else ())
         for ds in (train, validation, test):
             assert ds.element_spec == (tf.TensorSpec((), tf.string), tf.TensorSpec((), tf.int64))
         assert len(list(train.take(2))) == 2

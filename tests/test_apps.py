@@ -1,4 +1,4 @@
-"""apps.regression and apps.text end to end: a smoke epoch under the default strategy
+"""apps.regression, apps.sentiment and apps.charlm end to end: a smoke epoch under the default strategy
 and under a 2-replica MirroredStrategy on logical CPUs, TensorBoard read back, the
 export served by a fresh process; S3's line against least squares; bad input."""
 import json
@@ -80,41 +80,43 @@ def test_linear_lands_on_least_squares(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
 def test_sentiment_smoke(tmp_path, data_dir, strategy):
-    out, run_dir, finished = _run(tmp_path, "text", *STRATEGIES[strategy])
+    out, run_dir, finished = _run(tmp_path, "sentiment", *STRATEGIES[strategy])
     assert "texts with conflicting labels dropped" in out and "test_macro_f1:" in out
     assert 0 <= finished["details"]["test_macro_f1"] <= 1
     assert {"sample_predictions/table", "test_accuracy"} <= _tags(run_dir / "test")
     assert (run_dir / "test" / "projector_config.pbtxt").exists() and (run_dir / "test" / "metadata.tsv").exists()
-    served = _serve(tmp_path / "sm" / "text" / "1")
+    served = _serve(tmp_path / "sm" / "sentiment" / "1")
     assert set(served["label"]) <= {"negative", "neutral", "positive"}
     np.testing.assert_allclose(np.sum(served["probabilities"], axis=1), 1.0, atol=1e-4)
 
 
 @pytest.mark.slow
 def test_language_model_smoke_generate_and_bad_prompts(tmp_path, data_dir):
-    out, run_dir, finished = _run(tmp_path, "text", "--task", "lm", "--sequence-length", "48")
+    out, run_dir, finished = _run(tmp_path, "charlm", "--sequence-length", "48")
     details = finished["details"]
     assert details["test_perplexity"] > 1 and details["bigram_test_perplexity"] > 1
     assert "sample_continuations" in _tags(run_dir / "test")
-    export = tmp_path / "sm" / "text_lm" / "1"
+    export = tmp_path / "sm" / "charlm" / "1"
     served = _serve(export)
     assert len(served["next_token"]) == 2 and served["unknown_characters"] == [0, 0]
     vocabulary = json.loads((export / "vocabulary.json").read_text())
     assert len(served["probabilities"][0]) == len(vocabulary)
 
-    generated = cli("apps.text", "--task", "lm", "--generate", "I think", "--length", "20", "--export-dir",
-                    str(tmp_path / "sm"))
+    generated = cli("apps.charlm", "--generate", "I think", "--length", "20", "--export-dir", str(tmp_path / "sm"))
     assert generated.stdout.strip().splitlines()[-1].startswith("I think")
     for prompt, words in [("snow \u2603 man", "never saw in training: '\u2603'"), ("  ", "non-empty prompt")]:
-        bad = cli("apps.text", "--task", "lm", "--generate", prompt, "--export-dir", str(tmp_path / "sm"), check=False)
+        bad = cli("apps.charlm", "--generate", prompt, "--export-dir", str(tmp_path / "sm"), check=False)
         lines = error_lines(bad.stderr)
         assert bad.returncode == 2 and len(lines) == 1 and words in lines[0], lines
-    assert sorted(p.name for p in (tmp_path / "sm" / "text_lm").iterdir()) == ["1"]  # nothing touched
+    assert sorted(p.name for p in (tmp_path / "sm" / "charlm").iterdir()) == ["1"]  # nothing touched
+    # The former `apps.text --task lm` still runs it, and says what it ran.
+    alias = cli("apps.text", "--task", "lm", "--generate", "I think", "--length", "5", "--export-dir", str(tmp_path / "sm"))
+    assert "apps.text is now apps.charlm" in alias.stderr and alias.stdout.strip().splitlines()[-1].startswith("I think")
 
 
 @pytest.mark.slow
 def test_language_model_under_mirrored_strategy(tmp_path, data_dir):
-    out, run_dir, finished = _run(tmp_path, "text", "--task", "lm", "--sequence-length", "32",
+    out, run_dir, finished = _run(tmp_path, "charlm", "--sequence-length", "32",
                                   *STRATEGIES["mirrored2"])
     assert "over 2 replica(s)" in out and finished["details"]["test_perplexity"] > 1
-    assert _serve(tmp_path / "sm" / "text_lm" / "1")["unknown_characters"] == [0, 0]
+    assert _serve(tmp_path / "sm" / "charlm" / "1")["unknown_characters"] == [0, 0]

@@ -10,7 +10,8 @@ import tensorflow as tf
 
 from pipelines.input import TrainingBatches
 from training.backups import KEEP, BackupFolder, Damaged, Restore, restore_point
-from training.config import UsageError, differences
+from training.config import differences
+from errors import UsageError
 from training.resume import Position, RunCallbacks, train
 
 RECORD = {"model": "m", "epochs": 3}

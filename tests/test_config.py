@@ -2,7 +2,8 @@
 import pytest
 
 from apps import mnist
-from training.config import UsageError, parse_config
+from training.config import parse_config
+from errors import UsageError
 
 
 def test_defaults_come_from_the_chosen_model():

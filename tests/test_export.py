@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from apps import mnist
+from apps import images, mnist
 from conftest import ROOT
 from training import export
 from training.config import parse_config
@@ -21,7 +21,7 @@ SERVING = mnist.serving(None, None)
 def trained(mnist_arrays):
     """The seed MLP after a few hundred steps on real MNIST."""
     config = parse_config(mnist, ["--model", "mlp"])
-    model, kwargs = mnist.build_mlp(config, None, 100)
+    model, kwargs = images.build_mlp(config, None, 100)
     model.compile(**kwargs)
     model.fit(mnist_arrays["x_train"][:8000], mnist_arrays["y_train"][:8000], batch_size=64, epochs=1, verbose=0)
     return model, config

@@ -8,7 +8,7 @@ import tensorflow_datasets as tfds
 from pipelines import mirror, sources
 from pipelines import mnist as mnist_data
 from pipelines.input import TrainingBatches, evaluation_batches, random_shift
-from training.config import UsageError
+from errors import UsageError
 
 
 def test_mirror_gives_real_mnist_in_tfds_form(data_dir, mnist_arrays):

@@ -188,8 +188,8 @@ def test_a_run_id_resumed_with_other_model_flags_is_refused_and_left_alone(tmp_p
                  str(tmp_path / "runs"), "--export-dir", str(tmp_path / "sm"), "--data-source", "mirror", check=False)
     assert result.returncode == 2
     assert error_lines(result.stderr) == [
-        "error: --run-id mine was started with other settings (--epochs 4 (was 3), --learning-rate 0.01 (was the "
-        "model's default)); rerun it with its own flags to resume it, or pick another --run-id"]
+        "error: --run-id mine was started with other settings (--epochs 4 (was 3), --learning-rate 0.01 (was "
+        "0.003)); rerun it with its own flags to resume it, or pick another --run-id"]
     assert sorted(p.name for p in folder.iterdir()) == before
     # Where outputs go is not part of a run's identity: another --export-dir still resumes it.
     same = parse_config(mnist, ["--run-id", "mine", "--epochs", "3", "--data-source", "mirror", "--logdir", str(tmp_path / "runs"),
@@ -201,7 +201,8 @@ def test_a_run_id_resumed_with_other_model_flags_is_refused_and_left_alone(tmp_p
 
 def test_run_folder_resolution_resumes_the_newest_unfinished_run_unless_fresh(tmp_path):
     from apps import mnist
-    from training.config import UsageError, parse_config
+    from training.config import parse_config
+    from errors import UsageError
     from training.outputs import FINISHED, mark_finished, resolve_run_dir
 
     def resolve(*extra):

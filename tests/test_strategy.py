@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import cli, start_cluster
-from training.config import UsageError
+from errors import UsageError
 from training.strategy import read_tf_config, resolve_mixed_precision, resolve_strategy
 
 
@@ -60,10 +60,10 @@ def test_mixed_precision_auto_is_off_on_cpu_and_explicit_choices_apply():
     assert resolve_mixed_precision("bfloat16", cpu) == "mixed_bfloat16"
     assert keras.mixed_precision.global_policy().compute_dtype == "bfloat16"
     # The apps keep their last layer in float32, so outputs stay float32.
-    from apps import mnist
+    from apps import images, mnist
     from training.config import parse_config
 
-    model, _ = mnist.build_mlp(parse_config(mnist, ["--model", "mlp"]), None, 10)
+    model, _ = images.build_mlp(parse_config(mnist, ["--model", "mlp"]), None, 10)
     assert model.layers[2].compute_dtype == "bfloat16"
     assert model(np.zeros((1, 28, 28, 1), np.uint8)).dtype == "float32"
 

@@ -15,9 +15,10 @@ import pytest
 import tensorflow as tf
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from apps import mnist, regression, text
+from apps import charlm, fashion_mnist, mnist, regression, sentiment
 from conftest import ROOT
-from training.config import UsageError, parse_config, space_defaults
+from training.config import build_parser, model_defaults, parse_config, space_defaults
+from errors import UsageError
 from tuning.parallel import free_port
 from tuning.trials import SMOOTHING, trailing_mean
 
@@ -286,21 +287,21 @@ def test_nan_trial_is_recorded_failed_and_the_search_goes_on(tmp_path, monkeypat
 
 
 def test_language_model_search_minimises_its_validation_loss(tmp_path, capsys):
-    """--task lm is tuned by validation loss (log perplexity), lower is better,
+    """The language model is tuned by validation loss (log perplexity), lower is better,
     through the same trials, HParams columns and best_hparams.json."""
     from tuning.search import main
 
-    argv = ["text", "--task", "lm", "--smoke", "--data-source", "mirror", "--tuner", "random", "--max-trials", "2",
+    argv = ["charlm", "--smoke", "--data-source", "mirror", "--tuner", "random", "--max-trials", "2",
             "--workers", "0", "--no-retrain", "--logdir", str(tmp_path / "runs")]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "random search of model lstm for the best val_loss" in out, out
-    assert "train it yourself: python -m apps.text --task lm --smoke" in out, out  # the same task, not sentiment
-    search_dir = tmp_path / "runs" / "tuning" / "text" / "lstm-random-1"
+    assert "train it yourself: python -m apps.charlm --smoke" in out, out
+    search_dir = tmp_path / "runs" / "tuning" / "charlm" / "lstm-random-1"
     scores = [json.loads(p.read_text())["score"] for p in search_dir.glob("trial_*/trial.json")]
     best = json.loads((search_dir / "best_hparams.json").read_text())
     assert len(scores) == 2 and best["val_loss"] == pytest.approx(min(scores))
-    assert set(best["hparams"]) == set(space_defaults(text.lstm_space))
+    assert set(best["hparams"]) == set(space_defaults(charlm.lstm_space))
     assert hparams_columns(search_dir)[1][0] == "best_val_loss"
 
 @pytest.mark.parametrize("argv, message", [
@@ -353,23 +354,37 @@ def test_a_cross_validated_score_is_not_its_luckiest_epoch():
     assert trailing_mean(settled, 1) == settled
 
 
-@pytest.mark.parametrize("app, argv", [(mnist, []), (regression, []), (text, []), (text, ["--model", "cnn"]),
-                                       (text, ["--task", "lm"])])
-def test_search_space_defaults_are_the_untuned_model(app, argv):
-    """A name that is also a flag keeps the flag's default untuned; the space must agree with it."""
-    config = parse_config(app, argv)
-    defaults = space_defaults(app.MODELS[config.model].space)
+ALL_MODELS = [(app, name) for app in (mnist, fashion_mnist, regression, sentiment, charlm) for name in app.MODELS]
+
+
+@pytest.mark.parametrize("app, model", ALL_MODELS, ids=[f"{a.NAME}-{m}" for a, m in ALL_MODELS])
+def test_every_default_has_one_home(app, model):
+    """A model's untuned values live in its search space, or (batch size and
+    learning rate of a model without one in its space) on its ModelSpec, never
+    both; a flag a space sets has no default of its own on the command line;
+    and parse_config gives the model exactly those values."""
+    spec = app.MODELS[model]
+    defaults = model_defaults(spec)  # raises for a value with two homes or none
+    config = parse_config(app, ["--model", model])
+    parser_defaults = vars(build_parser(app).parse_args([]))
     for name, value in defaults.items():
-        if name == "learning_rate":
-            continue  # None on the command line: the builder's own default, checked below
+        if name in parser_defaults:
+            assert parser_defaults[name] is None, f"--{name} has a default beside the space's"
         actual = getattr(config, name) if hasattr(config, name) else config.options.get(name, config.hparams.get(name))
         assert actual == value, name
-    model, compile_kwargs = None, None
-    if app is regression:
-        splits = app.load_data(parse_config(app, ["--smoke", "--data-source", "mirror"]))
-        model, compile_kwargs = app.MODELS[config.model].build(config, splits, 8)
-        assert float(compile_kwargs["optimizer"].learning_rate) == pytest.approx(defaults["learning_rate"])
-        assert len(model.get_layer("members").layers) == 1 + 10 * 3 + 1  # input, 10 x (2 dense + output), average
+
+
+def test_the_builder_takes_the_learning_rate_from_the_config():
+    config = parse_config(regression, [])
+    splits = regression.load_data(parse_config(regression, ["--smoke", "--data-source", "mirror"]))
+    model, compile_kwargs = regression.MODELS[config.model].build(config, splits, 8)
+    assert float(compile_kwargs["optimizer"].learning_rate) == pytest.approx(space_defaults(regression.ensemble_space)["learning_rate"])
+    assert len(model.get_layer("members").layers) == 1 + 10 * 3 + 1  # input, 10 x (2 dense + output), average
+    two_homes = regression.MODELS["ensemble"]._replace(learning_rate=0.5)
+    with pytest.raises(ValueError, match="exactly one home"):
+        model_defaults(two_homes)
+    with pytest.raises(ValueError, match="exactly one home"):
+        model_defaults(regression.MODELS["mlp"]._replace(learning_rate=None))
 
 
 def test_hparams_file_sets_the_model_and_bad_files_are_refused(tmp_path):

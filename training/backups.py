@@ -34,7 +34,8 @@ import numpy as np
 
 from pipelines.mirror import sha256_of
 from training.callbacks import crossed
-from training.config import UsageError, differences
+from training.config import differences
+from errors import UsageError
 from training.preemption import StopPoint, Stopped, signal_name
 from training.resume import Position
 from training.strategy import from_every_worker

@@ -2,12 +2,13 @@
 
 Each one does one thing TensorBoard users expect and Keras does not do itself:
 step-level scalars (working around a Keras bug), a per-step JSON log, plain-text progress for
-non-terminals, the run's hyperparameters, sample predictions and a confusion
-matrix.
+non-terminals, the run's hyperparameters, sample predictions, a confusion
+matrix, and a learned embedding in the Projector.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -241,3 +242,42 @@ class ConfusionMatrix(keras.callbacks.Callback):
 def progress_verbosity() -> int:
     """Keras' progress bar on a terminal; one line per epoch elsewhere."""
     return 1 if sys.stdout.isatty() else 2
+
+
+class EmbeddingProjector(keras.callbacks.Callback):
+    """At the end of training: the learned token embedding in TensorBoard's Projector.
+
+    The model's Embedding layer, or for a bag-of-n-grams model the first Dense
+    kernel, whose first rows belong to the word vocabulary (its inputs come first). Writes a checkpoint of that matrix,
+    metadata.tsv with the tokens, and projector_config.pbtxt, in the run folder.
+    """
+
+    def __init__(self, logdir: str, vocabulary: list[str]):
+        super().__init__()
+        self.logdir, self.vocabulary = logdir, vocabulary
+
+    def matrix(self) -> np.ndarray | None:
+        for layer in self.model.layers:
+            if isinstance(layer, (keras.layers.Embedding, keras.layers.Dense)):
+                weights = np.asarray(layer.get_weights()[0])
+                if weights.shape[0] >= len(self.vocabulary):
+                    return weights[:len(self.vocabulary)]
+        return None
+
+    def on_train_end(self, logs=None):
+        from tensorboard.plugins import projector
+
+        weights = self.matrix()
+        if weights is None:
+            return
+        os.makedirs(self.logdir, exist_ok=True)
+        with open(os.path.join(self.logdir, "metadata.tsv"), "w", encoding="utf-8") as f:
+            for token in self.vocabulary:  # one token per line, no header for a single column
+                f.write((repr(token)[1:-1] if token.strip() != token or not token else token) + "\n")
+        checkpoint = tf.train.Checkpoint(embedding=tf.Variable(weights))
+        checkpoint.save(os.path.join(self.logdir, "embedding.ckpt"))
+        config = projector.ProjectorConfig()
+        embedding = config.embeddings.add()
+        embedding.tensor_name = "embedding/.ATTRIBUTES/VARIABLE_VALUE"
+        embedding.metadata_path = "metadata.tsv"
+        projector.visualize_embeddings(self.logdir, config)

@@ -14,9 +14,7 @@ import json
 import os
 from typing import Callable, NamedTuple
 
-
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit code 2."""
+from errors import UsageError
 
 
 class ModelSpec(NamedTuple):
@@ -31,17 +29,34 @@ class ModelSpec(NamedTuple):
     default (python -m tuning searches it; --hparams FILE sets it). A name that
     is also a flag (batch_size, learning_rate, max_tokens, ...) sets that flag;
     the others reach build() as config.hparams.
-    objective: what python -m tuning optimises for this model, when not the
-    app's OBJECTIVE (a language model: its validation loss).
+    batch_size, learning_rate: the model's own, for a model whose space does
+    not hold them. Every default has one home: the space when it holds the
+    name, else here (model_defaults checks), and build() reads config, never
+    a fallback of its own.
     """
 
     build: Callable
     epochs: int
-    batch_size: int
     help: str
+    batch_size: int | None = None
+    learning_rate: float | None = None
     augment: bool = False
     space: Callable | None = None
-    objective: str = ""
+
+
+def model_defaults(spec: ModelSpec) -> dict:
+    """Every value a model takes untuned: its space's defaults, its batch size and learning rate.
+
+    A value set both in the space and on the ModelSpec, or in neither, is a
+    mistake in the app (two homes that can drift apart, or none).
+    """
+    values = space_defaults(spec.space) if spec.space is not None else {}
+    for name in ("batch_size", "learning_rate"):
+        own = getattr(spec, name)
+        if (own is None) == (name not in values):
+            raise ValueError(f"{spec.build.__name__}: {name} needs exactly one home, its space or its ModelSpec")
+        values.setdefault(name, own)
+    return values
 
 
 STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "tpu")
@@ -64,7 +79,7 @@ class RunConfig:
     model: str
     epochs: int
     batch_size: int  # global: per-replica batch x replicas
-    learning_rate: float | None = None  # None: the model's own default
+    learning_rate: float | None = None  # parse_config fills in the model's own (model_defaults)
     seed: int = 42
     strategy: str = "auto"
     cpu_devices: int = 1
@@ -85,6 +100,11 @@ class RunConfig:
     hparams: dict = dataclasses.field(default_factory=dict)  # the model's space values that are not flags
     include_validation: bool = False  # train on train + validation (a tuned model's final retrain)
     deterministic: bool = False  # TensorFlow's op determinism: bit-identical reruns and resumes
+    train_examples: int = 0  # 0: every training example; N: a random N of them (--seed)
+    init_from: str = ""  # a trained model whose matching layers start this one (training/transfer.py)
+    freeze: bool = False  # the loaded layers do not train (for --epochs; then --fine-tune-epochs)
+    fine_tune_epochs: int = 0
+    fine_tune_learning_rate: float | None = None  # None: a tenth of learning_rate
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -200,6 +220,18 @@ def build_parser(app) -> argparse.ArgumentParser:
     add("--hparams", metavar="FILE", default="",
         help="JSON of hyperparameter values (e.g. a search's best_hparams.json) for the model's search space; "
              "--batch-size and --learning-rate given on the command line still win")
+    add("--train-examples", type=_positive(int), default=0, metavar="N",
+        help="train on N training examples drawn at random by --seed (few labels); validation and test stay whole")
+    transfer = parser.add_argument_group("transfer learning (training/transfer.py)")
+    transfer.add_argument("--init-from", metavar="PATH", default="",
+                          help="start from a trained model: a model.keras, a run folder, an exported version, or an "
+                               "app's export folder (its newest version); layers matching by name and shape are loaded")
+    transfer.add_argument("--freeze", action="store_true",
+                          help="keep the loaded layers as loaded for --epochs epochs (batch norm in inference mode)")
+    transfer.add_argument("--fine-tune-epochs", type=_positive(int), default=0, metavar="N",
+                          help="with --freeze: then unfreeze and train everything N more epochs at a lower learning rate")
+    transfer.add_argument("--fine-tune-learning-rate", type=_positive(float), default=None, metavar="RATE",
+                          help="the fine-tuning phase's learning rate (default: a tenth of the model's)")
     add("--include-validation", action="store_true",
         help="also train on the validation split (the final fit of tuned hyperparameters); validation metrics are then not held out")
     if hasattr(app, "add_arguments"):
@@ -210,30 +242,38 @@ def build_parser(app) -> argparse.ArgumentParser:
 def parse_config(app, argv) -> RunConfig:
     """Turn a command line into a RunConfig, filling gaps from the chosen model's defaults."""
     args = vars(build_parser(app).parse_args(argv))
-    if args["model"] is None:  # an app whose flags change its default model (apps.text --task lm) says so
-        args["model"] = app.default_model(args) if hasattr(app, "default_model") else app.DEFAULT_MODEL
+    if args["model"] is None:
+        args["model"] = app.DEFAULT_MODEL
     spec = app.MODELS[args["model"]]
     hparams_file = args.pop("hparams")
     common = {f.name for f in dataclasses.fields(RunConfig)}
     options = {k: v for k, v in args.items() if k not in common}
     config = RunConfig(app=app.NAME, options=options, **{k: v for k, v in args.items() if k in common})
-    if spec.space is not None:
-        # Untuned, flag-named values keep their flag defaults (the space's
-        # defaults equal them: tests/test_tuning.py checks); a file overrides
-        # both kinds; flags typed on the command line override the file.
-        explicit = {k: getattr(config, k) for k in ("batch_size", "learning_rate") if getattr(config, k) is not None}
-        chosen = read_hparams(hparams_file, spec.space, args["model"]) if hparams_file else {}
-        defaults = {k: v for k, v in space_defaults(spec.space).items() if not _is_flag(config, k)}
-        config = dataclasses.replace(apply_hparams(config, {**defaults, **chosen}), **explicit)
-    elif hparams_file:
+    if hparams_file and spec.space is None:
         raise UsageError(f"--hparams: model {args['model']!r} of {app.NAME} has no search space; it takes no hyperparameter file")
+    # The model's defaults, then a --hparams file over them, then flags typed
+    # on the command line over both. Flags a model's defaults can set default
+    # to None on the command line, so "not typed" is told apart from "typed".
+    chosen = read_hparams(hparams_file, spec.space, args["model"]) if hparams_file else {}
+    values = {**model_defaults(spec), **chosen}
+    typed = {k: _flag_value(config, k) for k in values if _is_flag(config, k) and _flag_value(config, k) is not None}
+    config = apply_hparams(config, {**values, **typed})
     if config.epochs is None:
         config.epochs = 1 if config.smoke else spec.epochs
-    if config.batch_size is None:
-        config.batch_size = spec.batch_size
     if config.smoke:  # make step-level logging and backups visible within a short run
         config.log_every = min(config.log_every, 5)
         config.backup_every = min(config.backup_every, 10)
+    if config.freeze and not config.init_from:
+        raise UsageError("--freeze keeps the layers --init-from loads; give --init-from PATH too")
+    if config.fine_tune_epochs and not config.freeze:
+        raise UsageError("--fine-tune-epochs is the phase after --freeze's; without --freeze everything trains "
+                         "from the start (use --epochs)")
+    if config.fine_tune_learning_rate and not config.fine_tune_epochs:
+        raise UsageError("--fine-tune-learning-rate needs --fine-tune-epochs")
+    if config.init_from:
+        from training.transfer import model_path
+
+        model_path(config.init_from)  # a missing or wrong path fails here, before any work
     if config.run_id and (os.sep in config.run_id or config.run_id.startswith(".")):
         raise UsageError(f"--run-id must be a plain folder name, got {config.run_id!r}")
     if hasattr(app, "check_config"):  # combinations only the app can judge (a model that does not fit a task)
@@ -245,6 +285,10 @@ def parse_config(app, argv) -> RunConfig:
 
 def _is_flag(config: RunConfig, name: str) -> bool:
     return name in config.options or name in {f.name for f in dataclasses.fields(RunConfig)}
+
+
+def _flag_value(config: RunConfig, name: str):
+    return config.options[name] if name in config.options else getattr(config, name)
 
 
 def apply_hparams(config: RunConfig, values: dict) -> RunConfig:

@@ -96,11 +96,14 @@ def sample_request(inputs: dict, rows: int = 2) -> dict:
     }
 
 
-def export_version(serving: Serving, model, config, base: Path, inputs: dict, chief: bool = True) -> Path | None:
+def export_version(serving: Serving, model, config, base: Path, inputs: dict, chief: bool = True,
+                   keras_file: Path | None = None) -> Path | None:
     """Write, verify and publish the next version under base; returns its folder.
 
     inputs: a small batch of raw serving inputs (real test examples), used to
     compare the reloaded SavedModel with the in-memory model.
+    keras_file: the model as Keras saved it, copied in as model.keras (TF
+    Serving ignores it; --init-from and keras.saving.load_model read it).
     Non-chief workers of a multi-worker run write to a scratch folder and
     discard it: saving distributed variables is a collective step all must join.
     """
@@ -119,6 +122,8 @@ def export_version(serving: Serving, model, config, base: Path, inputs: dict, ch
         (staging / "sample_request.json").write_text(json.dumps(sample_request(inputs)))
         for name, text in serving.files.items():
             (staging / name).write_text(text)
+        if keras_file is not None:
+            shutil.copyfile(keras_file, staging / "model.keras")
         serve, _ = serving_endpoint(serving, model)
         expected = {k: np.asarray(v) for k, v in serve(*[tf.constant(v) for v in inputs.values()]).items()}
         verify_in_fresh_process(staging, inputs, expected)

@@ -85,3 +85,9 @@ def patch_multi_worker_fit() -> None:
     tf_trainer.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
     tf_trainer.reduce_per_replica = reduce_per_replica
     _applied = True
+
+
+def build_again(model) -> None:
+    """After a second compile() (a new optimizer, new metrics): let the next
+    fit() build them, as the first fit() built the first ones."""
+    model._tfsuite_built = False

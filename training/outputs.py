@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from training.config import NOT_MODEL_DEFINING, UsageError, differences
+from training.config import NOT_MODEL_DEFINING, differences
+from errors import UsageError
 
 FINISHED = "FINISHED.json"
 

@@ -77,16 +77,21 @@ class RunCallbacks(keras.callbacks.CallbackList):
         super().on_train_batch_end(batch + self.first_step, logs)
 
 
-def train(model, batches, validation, *, epochs: int, start: Position, callbacks: RunCallbacks) -> None:
+def train(model, batches, validation, *, epochs: int, start: Position, callbacks: RunCallbacks,
+          next_epoch=lambda epoch: None) -> None:
     """Train from `start` to the end of epoch `epochs`, one fit() per epoch.
 
     validation: batches evaluated after every epoch (None: no validation).
+    next_epoch(epoch): called before each epoch after the first this process
+    trains (the first is set up before, with the backup it resumes from).
     A stop requested by a signal (training/preemption.py) leaves as an
     exception once its backup is written; the TensorBoard logs are flushed first.
     """
     callbacks.begin()
     try:
         for epoch in range(start.epoch, epochs):
+            if epoch > start.epoch:
+                next_epoch(epoch)
             callbacks.first_step = start.step if epoch == start.epoch else 0
             model.fit(batches.epoch(epoch, callbacks.first_step), validation_data=validation,
                       initial_epoch=epoch, epochs=epoch + 1, callbacks=callbacks, verbose=callbacks.params["verbose"],

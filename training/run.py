@@ -2,9 +2,9 @@
 
 An app is a module with NAME, DEFAULT_MODEL, MODELS, load_data, augment,
 serving, serving_inputs, tensorboard_callbacks and details (see apps/mnist.py;
-apps/regression.py and apps/text.py also use the optional add_arguments,
-default_model and check_config hooks of training/config.py). Nothing here
-branches on which app it is running.
+apps/regression.py, apps/sentiment.py and apps/charlm.py also use the
+optional add_arguments and check_config hooks of training/config.py).
+Nothing here branches on which app it is running.
 """
 from __future__ import annotations
 
@@ -17,12 +17,14 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from pipelines.input import TrainingBatches, evaluation_batches
+from errors import UsageError
+from pipelines.input import TrainingBatches, evaluation_batches, labelled_subset
 from training import callbacks as cb
 from training import preemption, resume
 from training.backups import BackupFolder, Backups, restore_point
-from training.config import RunConfig, UsageError, parse_config
+from training.config import RunConfig, parse_config
 from training.export import export_version
+from training.transfer import Transfer
 from training.outputs import check_writable, mark_finished, report, resolve_run_dir, weights_digest
 from training.strategy import (describe, in_cluster, is_chief, lost_worker_message, LOST_WORKER_ERRORS,
                                resolve_mixed_precision, resolve_strategy, task_label)
@@ -83,6 +85,8 @@ def run(app, config: RunConfig) -> dict:
 
     # ---- Data: unbatched examples from the app, batched by the shared pipelines.
     splits = app.load_data(config)
+    if config.train_examples:  # --train-examples: learn from fewer labels (validation and test unchanged)
+        splits = splits._replace(train=labelled_subset(splits.train, config.train_examples, config.seed))
     spec = app.MODELS[config.model]
     train, validation, test = build_pipelines(app, config, splits, static_shapes=isinstance(strategy, tf.distribute.TPUStrategy))
     if train.steps_per_epoch == 0:
@@ -101,10 +105,16 @@ def run(app, config: RunConfig) -> dict:
         print(f"resuming {start.describe(steps_per_epoch)} from its backup {restore.path}", flush=True)
 
     # ---- Model: built and compiled inside the strategy's scope, so its
-    # variables are mirrored across replicas.
+    # variables are mirrored across replicas. --init-from loads a trained
+    # model's matching layers first; --freeze decides what trains in this
+    # epoch's phase (training/transfer.py).
+    transfer = Transfer(config)
+    compile_options = dict(jit_compile=JIT[config.xla], steps_per_execution=config.steps_per_execution)
     with strategy.scope():
         model, compile_kwargs = spec.build(config, splits, steps_per_epoch)
-        model.compile(**compile_kwargs, jit_compile=JIT[config.xla], steps_per_execution=config.steps_per_execution)
+        if config.init_from:
+            print(transfer.load(model), flush=True)
+        transfer.compile(model, compile_kwargs, start.epoch, **compile_options)
     if restore:
         restore.check(model.variables)  # a backup of another model is refused before any training (and loaded at its start)
 
@@ -125,11 +135,17 @@ def run(app, config: RunConfig) -> dict:
         *([cb.PlainProgress(config.log_every, steps_per_epoch)] if progress == 2 else []),
         backup,  # last: a backup at a step comes after everything the step logged
     ]
-    callbacks = resume.RunCallbacks(callbacks, model=model, epochs=config.epochs, steps=steps_per_epoch, verbose=progress)
+    callbacks = resume.RunCallbacks(callbacks, model=model, epochs=transfer.epochs, steps=steps_per_epoch, verbose=progress)
+
+    def next_epoch(epoch):  # --fine-tune-epochs: the second phase starts with its own compile
+        if transfer.switch_phase(model, strategy, compile_kwargs, epoch, **compile_options):
+            print(f"fine-tuning: every loaded layer but batch norm unfrozen, learning rate "
+                  f"{float(model.optimizer.learning_rate):.3g}", flush=True)
+
     training_started = time.time()
     # A final fit on train + validation has no held-out validation left to report.
-    resume.train(model, train, None if config.include_validation else validation, epochs=config.epochs,
-                 start=start, callbacks=callbacks)
+    resume.train(model, train, None if config.include_validation else validation, epochs=transfer.epochs,
+                 start=start, callbacks=callbacks, next_epoch=next_epoch)
     training_seconds = time.time() - training_started
 
     # ---- Evaluate on the held-out test set.
@@ -140,9 +156,11 @@ def run(app, config: RunConfig) -> dict:
     # place, so a kill during export resumes straight to exporting.
     if chief:
         model.save(run_dir / "model.keras")
+        for name, text in serving.files.items():  # e.g. the vocabulary: --init-from this run reads it
+            (run_dir / name).write_text(text)
     features, _ = next(iter(splits.test.batch(8)))
     export_path = export_version(serving, model, config, Path(config.export_dir) / serving.name,
-                                 app.serving_inputs(features), chief=chief)
+                                 app.serving_inputs(features), chief=chief, keras_file=run_dir / "model.keras")
     if not chief:
         shutil.rmtree(tb_dir, ignore_errors=True)
         shutil.rmtree(backups.root, ignore_errors=True)
@@ -162,7 +180,7 @@ def run(app, config: RunConfig) -> dict:
 def main(app, argv=None, action=run) -> int:
     """Command-line entry point of every app: python -m apps.<name> [flags].
 
-    action(app, config) does the work: training by default; apps.text passes
+    action(app, config) does the work: training by default; apps.charlm passes
     one that generates text instead when asked to (--generate).
     """
     def work():

@@ -12,7 +12,7 @@ import os
 import keras
 import tensorflow as tf
 
-from training.config import UsageError
+from errors import UsageError
 
 
 def split_cpu(n: int) -> None:

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import keras_tuner
 
-from training.config import UsageError
+from errors import UsageError
 from training.run import USAGE_EXIT
 from tuning.report import DEADLINE_ENV
 

@@ -2,7 +2,7 @@
 
     python -m tuning mnist --time-budget 20            # Hyperband, ends cleanly after 20 minutes
     python -m tuning regression --tuner bayesian --max-trials 20 --folds 5   # trials scored by 5-fold CV
-    python -m tuning text --model cnn --workers 2      # two worker processes share one search
+    python -m tuning sentiment --model cnn --workers 2  # two worker processes share one search
 
 Every flag of `python -m apps.<app>` passes through (--smoke, --data-source,
 --strategy, --seed, ...); --epochs is the most a trial trains. The search is
@@ -27,12 +27,13 @@ import keras
 import keras_tuner
 import tensorflow as tf
 
-from training.config import UsageError, parse_config, space_defaults
+from training.config import parse_config, space_defaults
+from errors import UsageError
 from training.outputs import FINISHED, check_writable
 from training.run import guarded
 from training.strategy import describe, resolve_mixed_precision, resolve_strategy
 from tuning import parallel, report
-from tuning.trials import AppHyperModel, objective_direction, objective_of
+from tuning.trials import AppHyperModel, objective_direction
 
 TUNERS = {"hyperband": keras_tuner.Hyperband, "bayesian": keras_tuner.BayesianOptimization,
           "random": keras_tuner.RandomSearch}
@@ -44,7 +45,7 @@ def tuning_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m tuning", add_help=False,
                      description="Keras Tuner search for an app; other flags go to the app (see python -m apps.<app> --help)")
     add = parser.add_argument
-    add("app", help="mnist, regression or text")
+    add("app", help="the app to tune: " + ", ".join(_apps()))
     add("--tuner", choices=list(TUNERS), default="hyperband", help="search algorithm (default: hyperband)")
     add("--max-trials", type=_positive(int), default=None,
         help="most trials to run (default: 20; Hyperband: as many as its brackets take)")
@@ -88,7 +89,10 @@ def parse(argv):
     if spec.space is None:
         spaced = [m for m, s in app.MODELS.items() if s.space is not None]
         raise UsageError(f"model {base.model!r} of {app.NAME} has no search space; tune one of {', '.join(spaced)} (--model)")
-    args.objective = objective_of(app, base.model)
+    if base.fine_tune_epochs:
+        raise UsageError("--fine-tune-epochs: a trial trains one phase; search from the loaded model (--init-from, "
+                         "with or without --freeze), then fine-tune the best with python -m apps." + app.NAME)
+    args.objective = app.OBJECTIVE  # one app, one task, one objective
     return app, args, base
 
 
@@ -258,7 +262,7 @@ def search(app, args, base) -> dict:
 
 def train_command(app, args, base, search_dir: Path, epochs: str) -> list[str]:
     """`-m apps.<app> <the app's flags as given> --hparams best_hparams.json --epochs N`:
-    the same task, data and model the search tuned (--task lm stays lm)."""
+    the same data and model the search tuned (the app's own flags kept)."""
     named = "--model" in args.app_argv or any(a.startswith("--model=") for a in args.app_argv)
     return ["-m", f"apps.{app.NAME}", *args.app_argv, *([] if named else ["--model", base.model]),
             "--hparams", str(search_dir / "best_hparams.json"), "--epochs", epochs]

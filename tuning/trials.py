@@ -30,8 +30,10 @@ import keras_tuner
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp_api
 
+from pipelines.input import labelled_subset
 from training.config import apply_hparams
 from training.run import JIT, build_pipelines
+from training.transfer import Transfer
 
 # Keras Tuner's own bookkeeping values (Hyperband's epochs and rounds), not the model's.
 TUNER_KEYS = "tuner/"
@@ -72,10 +74,14 @@ class AppHyperModel(keras_tuner.HyperModel):
     def _data(self, config):
         # Only what load_data reads decides the data: the app's flags (vocabulary
         # sizes, sequence length, ...), the source and the slice.
+        # --train-examples draws its subset by --seed, which no trial changes.
         key = json.dumps([config.options, config.data_source, config.data_dir, config.smoke], sort_keys=True)
         if key != self._data_key:
             self._splits, self._data_key = None, None  # drop the old data set before loading the next
-            self._splits, self._data_key = self.app.load_data(config), key
+            splits = self.app.load_data(config)
+            if config.train_examples:
+                splits = splits._replace(train=labelled_subset(splits.train, config.train_examples, config.seed))
+            self._splits, self._data_key = splits, key
         return self._splits
 
     def fold(self, splits, fold: int):
@@ -98,6 +104,10 @@ class AppHyperModel(keras_tuner.HyperModel):
         batches, validation, _ = build_pipelines(self.app, config, splits, static_shapes=self.static_shapes)
         steps = batches.steps_per_epoch
         model, compile_kwargs = self.spec.build(config, splits, steps if steps > 0 else None)
+        if config.init_from:  # every trial starts from the same trained model's matching layers
+            transfer = Transfer(config)
+            print(transfer.load(model), flush=True)
+            transfer.set_trainable(epoch=0)
         model.compile(**compile_kwargs, jit_compile=JIT[config.xla], steps_per_execution=config.steps_per_execution)
         # A trial is rerun whole if killed, so one fit() over a pipeline that reshuffles every epoch is enough.
         self._trial = (config, batches.reshuffled(), validation)
@@ -241,11 +251,6 @@ class RunningBest(keras.callbacks.Callback):
         with writer.as_default():
             tf.summary.scalar(f"best_{self.objective}", self.best, step=epoch)
         writer.close()
-
-
-def objective_of(app, model: str) -> str:
-    """What a search of `model` optimises: the model's own objective, else the app's."""
-    return app.MODELS[model].objective or app.OBJECTIVE
 
 
 def objective_direction(name: str) -> str:

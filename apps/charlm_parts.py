@@ -1,31 +1,22 @@
-"""Evaluation and generation for apps.text: macro-F1, perplexity against a bigram
-model, and sampling a continuation from an exported language model."""
+"""What the character language model (apps.charlm) does with text beyond training:
+perplexity against a bigram model, greedy continuations in TensorBoard, and
+sampling a continuation from an exported model (--generate).
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
 
-from training.config import UsageError
+from apps.characters import BOUNDARY, VOCABULARY_FILE
+from errors import UsageError
+from training.callbacks import summary_writer
 from training.export import existing_versions
 
 BIGRAM_SMOOTHING = (0.001, 0.01, 0.1, 1.0)  # add-k values; the best on validation is used on test
-
-
-def macro_f1(model, splits) -> float:
-    """Macro-averaged F1 on the test split (the mean of per-class F1: minority classes count fully)."""
-    test = splits.test.batch(512).map(splits.vectorize)
-    labels = np.concatenate([y for _, y in test.as_numpy_iterator()])
-    predicted = model.predict(test, verbose=0).argmax(-1)
-    scores = []
-    for c in range(len(splits.info["class_names"])):
-        tp = np.sum((predicted == c) & (labels == c))
-        precision = tp / max(np.sum(predicted == c), 1)
-        recall = tp / max(np.sum(labels == c), 1)
-        scores.append(0.0 if tp == 0 else 2 * precision * recall / (precision + recall))
-    return float(np.mean(scores))
 
 
 def _pairs(dataset, vectorize):
@@ -54,7 +45,7 @@ def perplexities(model, splits) -> dict:
     bigram = float(np.exp(-bigram_log_probs(train, test, vocabulary, k).mean()))
     total, count = 0.0, 0
     for x, y in splits.test.batch(256).map(splits.vectorize).as_numpy_iterator():
-        probabilities = np.asarray(model(x, training=False))  # not predict(): see summaries.Continuations
+        probabilities = np.asarray(model(x, training=False))  # not predict(): see Continuations
         keep = y != 0
         picked = np.take_along_axis(probabilities, y[..., None], axis=-1)[..., 0][keep]
         total += float(np.log(np.maximum(picked, 1e-12)).sum())
@@ -63,16 +54,16 @@ def perplexities(model, splits) -> dict:
             "bigram_add_k": k, "test_characters": count}
 
 
-def generate(config, boundary: str) -> str:
+def generate(config) -> str:
     """Continue --generate's prompt with the newest exported language model, sampling at --temperature."""
     options = config.options
-    base = Path(config.export_dir) / "text_lm"
+    base = Path(config.export_dir) / "charlm"
     versions = existing_versions(base)
     if not versions:
-        raise UsageError(f"no exported language model under {base}; train one first: python -m apps.text --task lm")
+        raise UsageError(f"no exported language model under {base}; train one first: python -m apps.charlm")
     export = base / str(versions[-1])
     signature = tf.saved_model.load(str(export)).signatures["serving_default"]
-    vocabulary = json.loads((export / "vocabulary.json").read_text())
+    vocabulary = json.loads((export / VOCABULARY_FILE).read_text())
     prompt = options["generate"]
     characters = sorted(set(prompt))
     unknown = signature(text=tf.constant(characters))["unknown_characters"].numpy()
@@ -89,7 +80,38 @@ def generate(config, boundary: str) -> str:
         weights = np.exp(logits - logits.max())
         choice = rng.choice(len(weights), p=weights / weights.sum())
         token = vocabulary[choice]
-        if token == boundary:
+        if token == BOUNDARY:
             break
         text += token
     return text
+
+
+class Continuations(keras.callbacks.Callback):
+    """Each epoch: greedy continuations of a few test prompts, as text."""
+
+    def __init__(self, logdir: str, prompts: list[str], vectorizer, length: int = 80):
+        super().__init__()
+        self.logdir, self.prompts, self.length = logdir, prompts, length
+        self.vocabulary = vectorizer.get_vocabulary()
+        self.ids = {token: i for i, token in enumerate(self.vocabulary)}
+
+    def continue_greedily(self, prompt: str) -> str:
+        ids = [self.ids.get(c, 1) for c in BOUNDARY + prompt]
+        out = ""
+        for _ in range(self.length):
+            # A direct call, not predict(): predict would split this one prompt across
+            # replicas, and Keras' LSTM fails on the empty share of the second one.
+            probabilities = np.array(self.model(tf.constant([ids], tf.int64), training=False)[0, -1])
+            probabilities[:2] = 0  # never padding or [UNK]
+            token = self.vocabulary[int(probabilities.argmax())]
+            if token == BOUNDARY:
+                break
+            out += token
+            ids.append(self.ids[token])
+        return out
+
+    def on_epoch_end(self, epoch, logs=None):
+        rows = ["| prompt | continuation (greedy) |", "|---|---|"]
+        rows += [f"| {p} | {self.continue_greedily(p)} |".replace("\n", " ") for p in self.prompts]
+        with summary_writer(self.logdir).as_default():
+            tf.summary.text("sample_continuations", "\n".join(rows), step=epoch + 1)

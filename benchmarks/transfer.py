@@ -1,0 +1,137 @@
+"""Transfer benchmark: does starting from a trained model beat starting from scratch when labels are few?
+
+    python -m benchmarks.transfer                          # images, both directions, then text
+    python -m benchmarks.transfer --part images --labels 100,600 --seeds 0
+    python -m benchmarks.transfer --part text
+
+Images: the default model trained on all of MNIST starts Fashion-MNIST, and
+the reverse. For each labelled-set size (--train-examples, a random subset
+by seed) and seed, the same model is trained from scratch for E epochs, and
+from the other data set's model in the keras.io guide's two phases: E/3
+epochs with the loaded layers frozen (only the new output layer learns),
+then 2E/3 epochs of everything but batch norm at a tenth of the rate. Same
+data, same step count, same test set (all 10,000 test images).
+
+Text (ULMFiT-style): the character language model (apps.charlm) trained on
+the tweets' training texts, labels unused, starts the character sentiment
+classifier (apps.sentiment --model lstm): its embedding and LSTM are loaded
+and fine-tuned with the new output layer; against the same classifier from
+scratch, at 1,000 labels and at all labels.
+
+Every run goes through the apps' own run function (pipeline, fit, evaluate,
+verified export into a scratch folder). Source models come from one run each
+(seed 42) and are reused; the figures are test accuracies, mean of the seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from apps import charlm, fashion_mnist, mnist, sentiment  # noqa: E402
+from training.config import parse_config  # noqa: E402
+from training.run import run  # noqa: E402
+
+# (labels, batch size, epochs): small sets get small batches and more epochs, so every run takes a few hundred steps.
+IMAGE_PLAN = {100: (32, 39), 600: (32, 24), 6000: (128, 12)}
+TEXT_PLAN = {1000: (32, 12), 0: (64, 3)}  # 0: all labels, with the first seed only (about 7 min a run here)
+
+
+class Bench:
+    def __init__(self, scratch: str, log: Path):
+        self.scratch, self.log = scratch, log
+
+    def run(self, app, argv: list[str]) -> dict:
+        """One run of the app, its output into the log; returns its results and where its model is."""
+        config = parse_config(app, [*argv, "--data-source", "mirror", "--fresh", "--logdir", f"{self.scratch}/runs",
+                                    "--export-dir", f"{self.scratch}/export"])
+        started = time.perf_counter()
+        with open(self.log, "a") as out, contextlib.redirect_stdout(out):
+            print(f"\n==== {app.NAME} {' '.join(argv)}", flush=True)
+            results = run(app, config)
+        runs = sorted((Path(self.scratch) / "runs" / app.NAME).iterdir(), key=lambda p: p.stat().st_mtime)
+        results.update(seconds=time.perf_counter() - started, model=str(runs[-1] / "model.keras"))
+        print(f"  {app.NAME:13s} {' '.join(argv)[:90]:90s} test_accuracy={results['test_accuracy']:.4f} "
+              f"({results['seconds']:.0f} s)", flush=True)
+        return results
+
+
+def compare(bench: Bench, app, plan: dict, seeds: list[int], source: str, extra: list[str], frozen_first: bool):
+    """Rows of (labels, scratch accuracies, transfer accuracies) for one target app."""
+    rows = []
+    for labels, (batch, epochs) in plan.items():
+        common = [*extra, "--batch-size", str(batch), *(["--train-examples", str(labels)] if labels else [])]
+        if frozen_first:
+            transfer_flags = ["--init-from", source, "--freeze", "--epochs", str(epochs // 3),
+                              "--fine-tune-epochs", str(epochs - epochs // 3)]
+        else:
+            transfer_flags = ["--init-from", source, "--epochs", str(epochs)]
+        scratch, transfer = [], []
+        for seed in seeds if labels else seeds[:1]:
+            seeded = [*common, "--seed", str(seed)]
+            scratch.append(bench.run(app, [*seeded, "--epochs", str(epochs)])["test_accuracy"])
+            transfer.append(bench.run(app, [*seeded, *transfer_flags])["test_accuracy"])
+        rows.append((labels, scratch, transfer))
+    return rows
+
+
+def table(title: str, rows) -> str:
+    def cell(values):
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{100 * statistics.mean(values):6.2f} ± {100 * spread:4.2f}"
+
+    lines = [title, f"{'labels':>8s}  {'scratch %':>14s}  {'transfer %':>14s}  {'gain':>6s}  per seed (scratch / transfer)",
+             "-" * 100]
+    for labels, scratch, transfer in rows:
+        gain = 100 * (statistics.mean(transfer) - statistics.mean(scratch))
+        seeds = "  ".join(f"{100 * s:.1f}/{100 * t:.1f}" for s, t in zip(scratch, transfer))
+        lines.append(f"{labels or 'all':>8}  {cell(scratch)}  {cell(transfer)}  {gain:+6.2f}  {seeds}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("all", "images", "text"), default="all")
+    parser.add_argument("--labels", default="", help="image label counts (default: 100,600,6000)")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--log", default="transfer-benchmark.log", help="every run's own output goes here")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    plan = {n: IMAGE_PLAN[n] for n in map(int, args.labels.split(","))} if args.labels else IMAGE_PLAN
+    out = []
+    with tempfile.TemporaryDirectory() as scratch:
+        bench = Bench(scratch, Path(args.log))
+        print(f"each run's output: {args.log}", flush=True)
+        if args.part in ("all", "images"):
+            sources = {app.NAME: bench.run(app, []) for app in (mnist, fashion_mnist)}  # the default models, all labels
+            convnet = bench.run(fashion_mnist, ["--model", "convnet"])
+            out.append("Fashion-MNIST, all 55,000 training labels, test accuracy (seed 42, one run each):\n"
+                       f"  default cnn_bn (12 epochs) {100 * sources['fashion_mnist']['test_accuracy']:.2f} %  "
+                       f"({sources['fashion_mnist']['seconds']:.0f} s)\n"
+                       f"  keras.io convnet (15 epochs, batch 128, Adam) {100 * convnet['test_accuracy']:.2f} %  "
+                       f"({convnet['seconds']:.0f} s)\n"
+                       f"  (MNIST default: {100 * sources['mnist']['test_accuracy']:.2f} %)")
+            for target, source in ((fashion_mnist, "mnist"), (mnist, "fashion_mnist")):
+                rows = compare(bench, target, plan, seeds, sources[source]["model"], [], frozen_first=True)
+                out.append(table(f"\n{target.NAME} from {source}'s default model (freeze E/3, fine-tune 2E/3) "
+                                 f"vs from scratch (E epochs), test accuracy, mean ± std over seeds {args.seeds}:", rows))
+                print(out[-1], flush=True)
+        if args.part in ("all", "text"):
+            lm = bench.run(charlm, [])
+            out.append(f"\ncharacter LM on the tweets' training texts: test perplexity {lm['test_perplexity']:.3f} "
+                       f"({lm['seconds']:.0f} s)")
+            rows = compare(bench, sentiment, TEXT_PLAN, seeds, lm["model"], ["--model", "lstm"], frozen_first=False)
+            out.append(table("sentiment --model lstm from the LM's embedding + LSTM vs from scratch, test accuracy, "
+                             f"mean ± std over seeds {args.seeds}:", rows))
+            print(out[-1], flush=True)
+    print("\n" + "\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
