@@ -156,5 +156,11 @@ def labelled_subset(ds: tf.data.Dataset, n: int, seed: int) -> tf.data.Dataset:
     keep = np.zeros(count, bool)
     keep[np.random.default_rng(seed).choice(count, n, replace=False)] = True
     keep = tf.constant(keep)
-    subset = ds.enumerate().filter(lambda i, example: keep[i]).map(lambda i, example: example)
-    return subset.apply(tf.data.experimental.assert_cardinality(n))
+
+    def kept(index, example):
+        return keep[index]
+
+    def without_index(index, example):
+        return example
+
+    return ds.enumerate().filter(kept).map(without_index).apply(tf.data.experimental.assert_cardinality(n))

@@ -200,6 +200,21 @@ def test_fine_tuning_thaws_all_but_batch_norm_and_resumes_across_the_phase_chang
     assert digest(resumed.stdout) == digest(whole.stdout)
 
 
+@needs_fashion
+@pytest.mark.slow
+def test_both_phases_under_a_mirrored_strategy(tmp_path, mnist_export):
+    """Loading into mirrored variables, and the second compile with its new optimizer, on 2 replicas."""
+    result = cli("apps.fashion_mnist", *SMOKE, "--strategy", "mirrored", "--cpu-devices", "2", "--init-from",
+                 str(mnist_export), "--freeze", "--epochs", "1", "--fine-tune-epochs", "1", "--train-examples", "640",
+                 "--logdir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "sm"))
+    assert "over 2 replica(s)" in result.stdout and "fine-tuning: every loaded layer" in result.stdout, result.stdout
+    run_dir = next((tmp_path / "runs" / "fashion_mnist").iterdir())
+    assert [r["global_step"] for r in rows(run_dir)] == list(range(1, 2 * 5 + 1))
+    before, after = _weights(mnist_export / "1" / "model.keras"), _weights(run_dir / "model.keras")
+    assert not np.array_equal(before["conv2d"][0], after["conv2d"][0])  # thawed in the second phase
+    assert all(np.array_equal(a, b) for a, b in zip(before["batch_normalization"], after["batch_normalization"]))
+
+
 # ---- Fashion-MNIST's two sources.
 
 def test_fashion_mnist_through_tfds(tmp_path, monkeypatch):

@@ -140,7 +140,7 @@ def run(app, config: RunConfig) -> dict:
     def next_epoch(epoch):  # --fine-tune-epochs: the second phase starts with its own compile
         if transfer.switch_phase(model, strategy, compile_kwargs, epoch, **compile_options):
             print(f"fine-tuning: every loaded layer but batch norm unfrozen, learning rate "
-                  f"{float(model.optimizer.learning_rate):.3g}", flush=True)
+                  f"{cb.current_learning_rate(model):.3g}", flush=True)
 
     training_started = time.time()
     # A final fit on train + validation has no held-out validation left to report.
