@@ -91,6 +91,18 @@ def test_sentiment_smoke(tmp_path, data_dir, strategy):
 
 
 @pytest.mark.slow
+def test_character_sentiment_model_smoke(tmp_path, data_dir):
+    """--model lstm: characters between boundaries, its vocabulary written beside the model and the export."""
+    out, run_dir, finished = _run(tmp_path, "sentiment", "--model", "lstm", "--sequence-length", "32")
+    assert 0 <= finished["details"]["test_macro_f1"] <= 1
+    vocabulary = json.loads((run_dir / "vocabulary.json").read_text())
+    assert vocabulary[:2] == ["", "[UNK]"] and "\n" in vocabulary
+    export = tmp_path / "sm" / "sentiment" / "1"
+    assert json.loads((export / "vocabulary.json").read_text()) == vocabulary
+    assert set(_serve(export)["label"]) <= {"negative", "neutral", "positive"}
+
+
+@pytest.mark.slow
 def test_language_model_smoke_generate_and_bad_prompts(tmp_path, data_dir):
     out, run_dir, finished = _run(tmp_path, "charlm", "--sequence-length", "48")
     details = finished["details"]
