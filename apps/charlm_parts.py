@@ -95,13 +95,11 @@ class Continuations(keras.callbacks.Callback):
         self.vocabulary = vectorizer.get_vocabulary()
         self.ids = {token: i for i, token in enumerate(self.vocabulary)}
 
-    def continue_greedily(self, prompt: str) -> str:
+    def continue_greedily(self, prompt: str, next_probabilities) -> str:
         ids = [self.ids.get(c, 1) for c in BOUNDARY + prompt]
         out = ""
         for _ in range(self.length):
-            # A direct call, not predict(): predict would split this one prompt across
-            # replicas, and Keras' LSTM fails on the empty share of the second one.
-            probabilities = np.array(self.model(tf.constant([ids], tf.int64), training=False)[0, -1])
+            probabilities = np.array(next_probabilities(tf.constant([ids], tf.int64))[0])
             probabilities[:2] = 0  # never padding or [UNK]
             token = self.vocabulary[int(probabilities.argmax())]
             if token == BOUNDARY:
@@ -111,7 +109,13 @@ class Continuations(keras.callbacks.Callback):
         return out
 
     def on_epoch_end(self, epoch, logs=None):
+        # A direct call, not predict(): predict would split this one prompt across
+        # replicas, and Keras' LSTM fails on the empty share of the second one. In
+        # a tf.function traced once for every length: called eagerly, the LSTM
+        # took 0.16 s a character here, 33x the traced call.
+        next_probabilities = tf.function(lambda ids: self.model(ids, training=False)[:, -1],
+                                         input_signature=[tf.TensorSpec([1, None], tf.int64)])
         rows = ["| prompt | continuation (greedy) |", "|---|---|"]
-        rows += [f"| {p} | {self.continue_greedily(p)} |".replace("\n", " ") for p in self.prompts]
+        rows += [f"| {p} | {self.continue_greedily(p, next_probabilities)} |".replace("\n", " ") for p in self.prompts]
         with summary_writer(self.logdir).as_default():
             tf.summary.text("sample_continuations", "\n".join(rows), step=epoch + 1)
