@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import statistics
 import tempfile
@@ -44,18 +45,28 @@ TEXT_PLAN = {1000: (32, 12), 0: (64, 3)}  # 0: all labels
 
 
 class Bench:
-    def __init__(self, scratch: str, log: Path):
-        self.scratch, self.log = scratch, log
+    def __init__(self, workdir: str, log: Path):
+        self.workdir, self.log = workdir, log
+
+    def source(self, app, argv: list[str], name: str) -> dict:
+        """A model every comparison starts from: trained once as WORKDIR/runs/<app>/<name>, reused if finished there."""
+        finished = Path(self.workdir) / "runs" / app.NAME / name / "FINISHED.json"
+        if not finished.exists():
+            return self.run(app, [*argv, "--run-id", name])
+        results = json.loads(finished.read_text())
+        print(f"  {app.NAME:13s} {name}: reusing {finished.parent} (test_accuracy={results['test_accuracy']:.4f})")
+        return {**results, "seconds": results["training_seconds"], "model": str(finished.parent / "model.keras")}
 
     def run(self, app, argv: list[str]) -> dict:
         """One run of the app, its output into the log; returns its results and where its model is."""
-        config = parse_config(app, [*argv, "--data-source", "mirror", "--fresh", "--logdir", f"{self.scratch}/runs",
-                                    "--export-dir", f"{self.scratch}/export"])
+        fresh = [] if "--run-id" in argv else ["--fresh"]
+        config = parse_config(app, [*argv, "--data-source", "mirror", *fresh, "--logdir", f"{self.workdir}/runs",
+                                    "--export-dir", f"{self.workdir}/export"])
         started = time.perf_counter()
         with open(self.log, "a") as out, contextlib.redirect_stdout(out):
             print(f"\n==== {app.NAME} {' '.join(argv)}", flush=True)
             results = run(app, config)
-        runs = sorted((Path(self.scratch) / "runs" / app.NAME).iterdir(), key=lambda p: p.stat().st_mtime)
+        runs = sorted((Path(self.workdir) / "runs" / app.NAME).iterdir(), key=lambda p: p.stat().st_mtime)
         results.update(seconds=time.perf_counter() - started, model=str(runs[-1] / "model.keras"))
         print(f"  {app.NAME:13s} {' '.join(argv)[:90]:90s} test_accuracy={results['test_accuracy']:.4f} "
               f"({results['seconds']:.0f} s)", flush=True)
@@ -101,16 +112,18 @@ def main() -> None:
     parser.add_argument("--labels", default="", help="image label counts (default: 100,600,6000)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--log", default="transfer-benchmark.log", help="every run's own output goes here")
+    parser.add_argument("--workdir", default="", help="keep the runs here, and reuse the source models finished "
+                                                      "there by an earlier run (default: a temporary folder)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     plan = {n: IMAGE_PLAN[n] for n in map(int, args.labels.split(","))} if args.labels else IMAGE_PLAN
     out = []
     with tempfile.TemporaryDirectory() as scratch:
-        bench = Bench(scratch, Path(args.log))
+        bench = Bench(args.workdir or scratch, Path(args.log))
         print(f"each run's output: {args.log}", flush=True)
         if args.part in ("all", "images"):
-            sources = {app.NAME: bench.run(app, []) for app in (mnist, fashion_mnist)}  # the default models, all labels
-            convnet = bench.run(fashion_mnist, ["--model", "convnet"])
+            sources = {app.NAME: bench.source(app, [], "source") for app in (mnist, fashion_mnist)}  # default models
+            convnet = bench.source(fashion_mnist, ["--model", "convnet"], "convnet")
             out.append("Fashion-MNIST, all 55,000 training labels, test accuracy (seed 42, one run each):\n"
                        f"  default cnn_bn (12 epochs) {100 * sources['fashion_mnist']['test_accuracy']:.2f} %  "
                        f"({sources['fashion_mnist']['seconds']:.0f} s)\n"
@@ -123,7 +136,7 @@ def main() -> None:
                                  f"vs from scratch (E epochs), test accuracy, mean ± std over seeds {args.seeds}:", rows))
                 print(out[-1], flush=True)
         if args.part in ("all", "text"):
-            lm = bench.run(charlm, [])
+            lm = bench.source(charlm, [], "source")
             out.append(f"\ncharacter LM on the tweets' training texts: test perplexity {lm['test_perplexity']:.3f} "
                        f"({lm['seconds']:.0f} s)")
             rows = compare(bench, sentiment, TEXT_PLAN, seeds, lm["model"], ["--model", "lstm"], frozen_first=False)
