@@ -1,6 +1,6 @@
 """Fashion-MNIST: the harder drop-in for MNIST (10 kinds of clothing); exported for TF Serving.
 
-    python -m apps.fashion_mnist                    # default model (about 93 % test accuracy)
+    python -m apps.fashion_mnist                    # default model: 91.05 % test accuracy, about 6 min on 2 CPU cores
     python -m apps.fashion_mnist --model convnet    # keras.io's simple convnet, for comparison
     python -m apps.fashion_mnist --init-from runs/mnist/<run>/model.keras --train-examples 600
                                                     # start from an MNIST model, learn from 600 labels
