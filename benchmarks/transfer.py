@@ -18,7 +18,7 @@ Text (ULMFiT-style): the character language model (apps.charlm) trained on
 the tweets' training texts, labels unused, starts the character sentiment
 classifier (apps.sentiment --model lstm): its embedding and LSTM are loaded
 and fine-tuned with the new output layer; against the same classifier from
-scratch, at 1,000 labels and at all labels.
+scratch, at 1,000 labels and at all labels (--text-recipe two-phase: frozen first, as for images).
 
 Every run goes through the apps' own run function (pipeline, fit, evaluate,
 verified export into a scratch folder). Source models come from one run each
@@ -115,6 +115,8 @@ def main() -> None:
     parser.add_argument("--part", choices=("all", "images", "text"), default="all")
     parser.add_argument("--labels", default="", help="image label counts (default: 100,600,6000)")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--text-recipe", choices=("two-phase", "whole"), default="whole")
+    parser.add_argument("--text-labels", default="", help="text label counts (default: 1000 and all, 0)")
     parser.add_argument("--image-recipe", choices=("two-phase", "whole"), default="two-phase",
                         help="two-phase: freeze E/3 epochs, fine-tune 2E/3; whole: the loaded weights only start "
                              "the scratch recipe (every layer trains E epochs on its schedule)")
@@ -148,9 +150,12 @@ def main() -> None:
             lm = bench.source(charlm, [], "source")
             out.append(f"\ncharacter LM on the tweets' training texts: test perplexity {lm['test_perplexity']:.3f} "
                        f"({lm['seconds']:.0f} s)")
-            rows = compare(bench, sentiment, TEXT_PLAN, seeds, lm["model"], ["--model", "lstm"], frozen_first=False)
-            out.append(table("sentiment --model lstm from the LM's embedding + LSTM vs from scratch, test accuracy, "
-                             f"mean ± std over seeds {args.seeds}:", rows))
+            text_plan = {n: TEXT_PLAN[n] for n in map(int, args.text_labels.split(","))} if args.text_labels else TEXT_PLAN
+            two_phase = args.text_recipe == "two-phase"
+            rows = compare(bench, sentiment, text_plan, seeds, lm["model"], ["--model", "lstm"], frozen_first=two_phase)
+            recipe = "freeze E/3, fine-tune 2E/3" if two_phase else "every layer E epochs from the loaded weights"
+            out.append(table(f"sentiment --model lstm from the LM's embedding + LSTM ({recipe}) vs from scratch, "
+                             f"test accuracy, mean ± std over seeds {args.seeds}:", rows))
             print(out[-1], flush=True)
     print("\n" + "\n".join(out))
 
