@@ -66,17 +66,22 @@ def build_convnet(config, splits, steps_per_epoch):
 
 
 def batch_norm_momentum(total_steps: int) -> float:
-    """Keras' 0.99 unless the run is short.
+    """Keras' 0.99, except for runs of 100 to 1,000 steps.
 
     Batch norm's moving statistics are an exponential average that starts at
     mean 0, variance 1 and keeps momentum**steps of that start: after the 156
     steps of 100 labelled images (39 epochs of 4 batches) still 21 %, and the
     model, right on its training batches, predicted one class for every test
-    image. Below 1,000 steps the momentum is 1 - 10/steps (never below 0.9),
-    so the start weighs e**-10 (under 0.01 %) by the run's end; runs of 1,000
-    steps or more (every full-data run) keep 0.99.
+    image (10.0 % test accuracy; 69.5 % with this rule). There the momentum is
+    1 - 10/steps, so the start weighs e**-10 by the run's end. From 1,000
+    steps (every full-data run) 0.99 forgets it anyway. Below 100 steps (a
+    --smoke run) the weights change too fast for any average to settle, and
+    the start is the better guess: 16 smoke steps gave 39.7 % validation
+    accuracy with 0.99, 10.0 % with 0.9.
     """
-    return min(0.99, max(0.9, 1 - 10 / max(total_steps, 1)))
+    if total_steps < 100:
+        return 0.99
+    return min(0.99, 1 - 10 / total_steps)
 
 
 def _conv_bn(x, filters, momentum):
