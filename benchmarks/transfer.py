@@ -59,7 +59,8 @@ class Bench:
             return self.run(app, [*argv, "--run-id", name])
         results = json.loads(finished.read_text())
         print(f"  {app.NAME:13s} {name}: reusing {finished.parent} (test_accuracy={results['test_accuracy']:.4f})")
-        return {**results, "seconds": results["training_seconds"], "model": str(finished.parent / "model.keras")}
+        return {**results, **results.get("details", {}), "seconds": results["training_seconds"],
+                "model": str(finished.parent / "model.keras")}
 
     def run(self, app, argv: list[str]) -> dict:
         """One run of the app, its output into the log; returns its results and where its model is."""
