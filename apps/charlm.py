@@ -21,7 +21,9 @@ from errors import UsageError
 from pipelines import text as text_data
 from training import callbacks as cb
 from training.config import ModelSpec
+from training import phone_inputs
 from training.export import Serving
+from training.litert import VARIANTS, LiteRT
 
 NAME = "charlm"
 OBJECTIVE = "val_loss"  # what python -m tuning charlm minimises: the log of per-character perplexity
@@ -116,7 +118,35 @@ def serving(config, splits):
                 "unknown_characters": tf.reduce_sum(tf.cast(tf.equal(ids, 1), tf.int64), axis=1)}
 
     return Serving(NAME, {"text": tf.TensorSpec([None], tf.string)}, ("probabilities", "next_token", "unknown_characters"),
-                   serve, (prompt_ids,), characters.files(splits.info["vectorizer"]))
+                   serve, (prompt_ids,), characters.files(splits.info["vectorizer"]), metric=("perplexity", "probabilities"),
+                   litert=litert(config, splits),
+                   test_set=lambda inputs, _: charlm_parts.next_character_test(inputs["text"], vocabulary,
+                                                                              config.options["sequence_length"]))
+
+
+def litert(config, splits) -> LiteRT:
+    """LiteRT: the LSTM over a fixed window of LENGTH character ids, read at the prompt's last
+    character (`length`); preprocessing.json maps characters to ids. Prompts of at most
+    LENGTH - 1 characters give what TF Serving gives. Full-integer LSTMs crash TF 2.21's
+    converter (training/litert.py): float32, dynamic range and float16 only."""
+    window = config.options["sequence_length"]  # the model's input length: the boundary + the text
+
+    def core(model):
+        def fn(char_ids, length):
+            every = model(char_ids, training=False)  # [B, window, vocabulary]; 0-padding after the prompt is masked
+            return {"probabilities": tf.gather(every, tf.maximum(length - 1, 0), batch_dims=1)}
+
+        # Batch 1, as a phone runs it: with static shapes the converter fuses the LSTM (with a
+        # dynamic batch it fails to lower the loop's tensor lists).
+        return fn, {"char_ids": tf.TensorSpec([1, window], tf.int64), "length": tf.TensorSpec([1], tf.int64)}
+
+    vectorizer = splits.info["vectorizer"]
+    ids = {**phone_inputs.text_encoder(vectorizer, "text", prefix=characters.BOUNDARY), "length": window}
+    length = {**phone_inputs.text_encoder(vectorizer, "text", prefix=characters.BOUNDARY, kind="text_length"),
+              "length": window}
+    spec = {"inputs": {"char_ids": ids, "length": length},
+            "outputs": {"next_token": {"argmax_of": "probabilities", "names": vectorizer.get_vocabulary()}}}
+    return LiteRT(core, spec, tuple(v for v in VARIANTS if v != "int8"))
 
 
 def serving_inputs(features):

@@ -119,3 +119,18 @@ class Continuations(keras.callbacks.Callback):
         rows += [f"| {p} | {self.continue_greedily(p, next_probabilities)} |".replace("\n", " ") for p in self.prompts]
         with summary_writer(self.logdir).as_default():
             tf.summary.text("sample_continuations", "\n".join(rows), step=epoch + 1)
+
+
+def next_character_test(texts: np.ndarray, vocabulary: list, window: int, seed: int = 0) -> tuple[dict, np.ndarray]:
+    """What the export's perplexity is measured on: each test text cut at a seeded random
+    point into a prompt (at most window - 1 characters: the LiteRT file's window holds the
+    opening boundary too) and the character that follows it (the closing boundary at the end)."""
+    rng = np.random.default_rng(seed)
+    index = {c: i for i, c in enumerate(vocabulary)}
+    prompts, targets = [], []
+    for raw in texts.tolist():
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        cut = int(rng.integers(0, min(len(text), window - 1) + 1))
+        prompts.append(text[:cut].encode("utf-8"))
+        targets.append(index.get(text[cut] if cut < len(text) else BOUNDARY, 1))  # 1: [UNK]
+    return {"text": np.array(prompts, dtype=object)}, np.array(targets, np.int64)

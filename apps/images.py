@@ -16,6 +16,7 @@ from keras import layers
 from training import callbacks as cb
 from training.config import ModelSpec
 from training.export import Serving
+from training.litert import LiteRT
 
 
 def _inputs():
@@ -160,7 +161,9 @@ def serving(name: str) -> Serving:
         probabilities = model(tf.expand_dims(images, -1), training=False)
         return {"probabilities": probabilities, "class": tf.argmax(probabilities, axis=-1)}
 
-    return Serving(name, {"images": tf.TensorSpec([None, 28, 28], tf.uint8)}, ("probabilities", "class"), serve)
+    # LiteRT: the served function itself (uint8 images in, all builtin ops), every variant.
+    return Serving(name, {"images": tf.TensorSpec([None, 28, 28], tf.uint8)}, ("probabilities", "class"), serve,
+                   metric=("accuracy", "probabilities"), litert=LiteRT())
 
 
 def serving_inputs(features):

@@ -21,7 +21,9 @@ from errors import UsageError
 from pipelines import text as text_data
 from training import callbacks as cb
 from training.config import ModelSpec
+from training import phone_inputs
 from training.export import Serving
+from training.litert import VARIANTS, LiteRT
 
 NAME = "sentiment"
 OBJECTIVE = "val_accuracy"  # what python -m tuning sentiment maximises
@@ -74,7 +76,7 @@ def load_data(config):
             return {name: vectorizer(texts) for name, vectorizer in vectorizers.items()}
 
     info = {**splits.info, "vectorizer": next(iter(vectorizers.values())), "vectorizers": tuple(vectorizers.values()),
-            "encode": encode}
+            "encode": encode, "by_input": vectorizers}
     return splits._replace(info=info, vectorize=lambda texts, labels: (encode(texts), labels))
 
 
@@ -199,7 +201,27 @@ def serving(config, splits):
 
     files = characters.files(splits.info["vectorizer"]) if config.model == "lstm" else {}
     return Serving(NAME, {"text": tf.TensorSpec([None], tf.string)}, ("probabilities", "label"), serve,
-                   splits.info["vectorizers"], files)
+                   splits.info["vectorizers"], files, metric=("accuracy", "probabilities"), litert=litert(config, splits))
+
+
+def litert(config, splits) -> LiteRT:
+    """LiteRT: the Keras model alone (TextVectorization needs string ops LiteRT lacks);
+    preprocessing.json holds each vectorizer's recipe and the label names."""
+    boundary = characters.BOUNDARY if config.model == "lstm" else ""
+    spec = {"inputs": {name: phone_inputs.text_encoder(v, "text", prefix=boundary, suffix=boundary)
+                       for name, v in splits.info["by_input"].items()},
+            "outputs": {"label": {"argmax_of": "probabilities", "names": list(splits.info["class_names"])}}}
+    # Fixed-length ids; batch 1 for the LSTM, which converts with static shapes only (apps/charlm.py: litert).
+    batch = 1 if config.model == "lstm" else None
+    signature = {name: tf.TensorSpec([batch, e["length"]], tf.int64) if e["type"] == "text_ids"
+                 else tf.TensorSpec([batch, len(e["vocabulary"])], tf.float32) for name, e in spec["inputs"].items()}
+
+    def core(model):
+        return (lambda **x: {"probabilities": model(x, training=False)}), signature
+
+    # Full-integer LSTMs crash TF 2.21's converter (training/litert.py): the LSTM gets the other three.
+    variants = tuple(v for v in VARIANTS if v != "int8") if config.model == "lstm" else VARIANTS
+    return LiteRT(core, spec, variants)
 
 
 def serving_inputs(features):

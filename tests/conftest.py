@@ -58,6 +58,11 @@ def mnist_arrays(data_dir):
     return mirror_arrays(Path(data_dir))
 
 
+# Runs whose export is not what a test is about: no LiteRT files (seconds per export), and
+# every version published (reruns of one smoke command differ by more than the gate's tolerance).
+NOT_DEPLOYING = ["--litert", "none", "--publish", "always"]
+
+
 def free_ports(n: int) -> list[int]:
     sockets = [socket.socket() for _ in range(n)]
     for s in sockets:

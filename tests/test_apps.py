@@ -11,26 +11,68 @@ import pytest
 from conftest import ROOT, cli, error_lines
 from test_cli import _tags
 
-STRATEGIES = {"default": [], "mirrored2": ["--strategy", "mirrored", "--cpu-devices", "2"]}
-
-SERVE = """
-import json, sys
-import tensorflow as tf
-fn = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
-request = json.load(open(sys.argv[1] + "/sample_request.json"))["instances"]
-specs = fn.structured_input_signature[1]  # JSON numbers take the declared dtype, as in TF Serving
-inputs = {name: tf.constant([row[name] for row in request], dtype=specs[name].dtype) for name in request[0]}
-out = {k: v.numpy().tolist() for k, v in fn(**inputs).items()}
-print(json.dumps({k: [x.decode() if isinstance(x, bytes) else x for x in v] for k, v in out.items()}))
-"""
-
+# Under mirrored2 the export is checked as always but writes no LiteRT files: the default runs cover those.
+STRATEGIES = {"default": [], "mirrored2": ["--strategy", "mirrored", "--cpu-devices", "2", "--litert", "none"]}
 
 def _serve(export):
-    """serving_default called in a fresh process with the export's own REST sample request."""
-    served = subprocess.run([sys.executable, "-c", SERVE, str(export)], capture_output=True, text=True,
-                            cwd=ROOT, timeout=300)
+    """The export's own REST sample request as TF Serving loads the model (training/rest.py: the
+    session loader): in a fresh process in the row format, here in the columnar one; checks its
+    LiteRT files and bad requests."""
+    from training.rest import SessionModel
+
+    served = subprocess.run([sys.executable, "-m", "training.rest", str(export), str(export / "sample_request.json")],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert served.returncode == 0, served.stderr[-2000:]
-    return json.loads(served.stdout.strip().splitlines()[-1])
+    predictions = json.loads(served.stdout.strip().splitlines()[-1])["predictions"]
+    rows = json.loads((export / "sample_request.json").read_text())["instances"]
+    outputs = SessionModel(export).predict({"inputs": {name: [row[name] for row in rows] for name in rows[0]}})["outputs"]
+    as_rows = ([dict(zip(outputs, values)) for values in zip(*outputs.values())]
+               if isinstance(predictions[0], dict) else next(iter(outputs.values())))
+    assert predictions == as_rows  # the two formats answer alike
+    if (export / "litert").exists():
+        _check_litert(export)
+    _check_bad_requests(export)
+    return outputs
+
+
+def _check_litert(export):
+    """Every LiteRT file the export kept was scored on the whole test set; float32 reproduces the SavedModel."""
+    evaluation = json.loads((export / "evaluation.json").read_text())
+    entries = evaluation["litert"]
+    assert entries["float32"]["kept"] and entries["float32"]["max_difference"] <= 1e-4, entries["float32"]
+    assert entries["float32"]["score"] == pytest.approx(evaluation["savedmodel"]["score"], abs=1e-3)
+    kept = sorted(entry["file"] for entry in entries.values() if entry["kept"])
+    assert sorted(p.name for p in (export / "litert").glob("*.tflite")) == kept
+    assert (export / "litert" / "preprocessing.json").exists()
+    assert all(p.name.isdigit() for p in export.parent.iterdir() if p.is_dir())  # TF Serving's base: versions only
+
+
+def _check_bad_requests(export):
+    """Bad REST bodies: one clear message each, as TF Serving's 400s (training/rest.py)."""
+    from training.rest import BadRequest, SessionModel
+
+    model = SessionModel(export)
+    row = json.loads((export / "sample_request.json").read_text())["instances"][0]
+    name, value = next(iter(row.items()))
+    numeric = model.signature[name][0] is not np.object_
+    bad = {
+        "unknown input": ({"instances": [{**row, "nonsense": 1}]}, "unknown input 'nonsense'"),
+        "missing input": ({"inputs": {k: [v] for k, v in row.items() if k != name}} if len(row) > 1 else
+                          {"inputs": {"other": [value]}}, "input"),
+        "wrong dtype": ({"instances": [{**row, name: "text" if numeric else 3}]}, "takes"),
+        "no examples": ({"instances": []}, "non-empty"),
+        "neither format": ({"examples": [row]}, "exactly one of"),
+    }
+    if numeric:
+        bad["empty string"] = ({"instances": [{**row, name: ""}]}, "takes")
+    if isinstance(value, list):
+        bad["wrong shape"] = ({"instances": [{**row, name: value[:-1]}]}, "shape")
+        bad["ragged batch"] = ({"instances": [row, {**row, name: value[:-1]}]}, "ragged")
+    for case, (body, words) in bad.items():
+        with pytest.raises(BadRequest, match=words):
+            model.predict(body)
+    if not numeric:  # an empty text is a valid request, as in TF Serving: a defined answer
+        assert len(model.predict({"instances": [{**row, name: ""}]})["predictions"]) == 1
 
 
 def _run(tmp_path, app, *args):
@@ -130,5 +172,6 @@ def test_language_model_smoke_generate_and_bad_prompts(tmp_path, data_dir):
 def test_language_model_under_mirrored_strategy(tmp_path, data_dir):
     out, run_dir, finished = _run(tmp_path, "charlm", "--sequence-length", "32",
                                   *STRATEGIES["mirrored2"])
+    assert not (tmp_path / "sm" / "charlm" / "1" / "litert").exists()  # --litert none
     assert "over 2 replica(s)" in out and finished["details"]["test_perplexity"] > 1
     assert _serve(tmp_path / "sm" / "charlm" / "1")["unknown_characters"] == [0, 0]

@@ -32,8 +32,8 @@ print(json.dumps({"class": out["class"].numpy().tolist(), "sum": out["probabilit
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", [
     ["--profile", "3,4"],
-    ["--strategy", "mirrored", "--cpu-devices", "2"],
-    ["--mixed-precision", "bfloat16", "--steps-per-execution", "4"],
+    ["--strategy", "mirrored", "--cpu-devices", "2", "--litert", "none"],  # LiteRT: the default run covers it
+    ["--mixed-precision", "bfloat16", "--steps-per-execution", "4", "--litert", "none"],
 ], ids=["default+profile", "mirrored2", "bfloat16+steps4"])
 def test_smoke_run_end_to_end(tmp_path, data_dir, mnist_arrays, strategy):
     result = cli("apps.mnist", "--smoke", "--data-source", "mirror", "--logdir", str(tmp_path / "runs"),
@@ -51,6 +51,10 @@ def test_smoke_run_end_to_end(tmp_path, data_dir, mnist_arrays, strategy):
     assert 0.0 <= finished["test_accuracy"] <= 1.0 and finished["export"].endswith("/1")
     assert json.loads((run_dir / "run_config.json").read_text())["smoke"] is True
     assert (run_dir / "model.keras").exists()
+    if "--litert" not in strategy:  # the default model's LiteRT files, scored on the smoke test set
+        evaluation = json.loads((tmp_path / "sm" / "mnist" / "1" / "evaluation.json").read_text())
+        assert "LiteRT:" in out and evaluation["litert"]["float32"]["kept"]
+        assert evaluation["litert"]["float32"]["max_difference"] <= 1e-4
 
     # TensorBoard: scalars per epoch and per N steps, learning rate, histograms,
     # the graph, sample predictions, confusion matrix, test metrics, hparams.

@@ -4,7 +4,7 @@ import shutil
 import pytest
 
 from apps import mnist
-from conftest import cli, error_lines
+from conftest import cli, error_lines, NOT_DEPLOYING
 from training.run import main
 
 
@@ -16,7 +16,8 @@ def _run(capsys, argv):
 
 @pytest.fixture
 def outputs(tmp_path):
-    return ["--logdir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "sm"), "--smoke", "--data-source", "mirror"]
+    return ["--logdir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "sm"), "--smoke", "--data-source", "mirror",
+            *NOT_DEPLOYING]
 
 
 @pytest.mark.parametrize("argv, words", [

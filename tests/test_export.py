@@ -49,7 +49,7 @@ print(json.dumps({"inputs": {k: [str(v.dtype.name), v.shape.as_list()] for k, v 
 def test_round_trip_in_a_fresh_process_matches_the_in_memory_model(trained, mnist_arrays, tmp_path):
     model, config = trained
     images = mnist_arrays["x_test"][:64]
-    path = export.export_version(SERVING, model, config, tmp_path / "mnist", mnist.serving_inputs(images[:8]))
+    path = export.export_version(SERVING, model, config, tmp_path / "mnist", mnist.serving_inputs(images[:8])).path
     assert path == tmp_path / "mnist" / "1"
     assert json.loads((path / "run_config.json").read_text())["model"] == "mlp"
     np.save(tmp_path / "images.npy", images[..., 0])
@@ -69,20 +69,22 @@ def test_round_trip_in_a_fresh_process_matches_the_in_memory_model(trained, mnis
 def test_versions_count_up_and_earlier_ones_are_untouched(trained, mnist_arrays, tmp_path):
     model, config = trained
     inputs = mnist.serving_inputs(mnist_arrays["x_test"][:4])
-    first = export.export_version(SERVING, model, config, tmp_path, inputs)
+    base = tmp_path / "mnist"
+    first = export.export_version(SERVING, model, config, base, inputs).path
     before = _tree_digest(first)
-    (tmp_path / "7").mkdir()  # someone else's version 7: the next is 8
-    second = export.export_version(SERVING, model, config, tmp_path, inputs)
+    (base / "7").mkdir()  # someone else's version 7: the next is 8
+    second = export.export_version(SERVING, model, config, base, inputs).path
     assert (first.name, second.name) == ("1", "8")
     assert _tree_digest(first) == before
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mnist"]  # no staging folder left beside it
 
 
 @pytest.mark.parametrize("failure", ["write", "verify"])
 def test_a_failed_export_publishes_nothing_and_leaves_no_debris(trained, mnist_arrays, tmp_path, monkeypatch, failure):
     model, config = trained
     inputs = mnist.serving_inputs(mnist_arrays["x_test"][:4])
-    first = export.export_version(SERVING, model, config, tmp_path, inputs)
+    base = tmp_path / "mnist"
+    first = export.export_version(SERVING, model, config, base, inputs).path
     before = _tree_digest(first)
 
     def half_write(app, model, path):
@@ -96,10 +98,11 @@ def test_a_failed_export_publishes_nothing_and_leaves_no_debris(trained, mnist_a
     if failure == "write":
         monkeypatch.setattr(export, "write_saved_model", half_write)
     else:
-        monkeypatch.setattr(export, "verify_in_fresh_process", bad_verify)
+        monkeypatch.setattr(export, "check_in_fresh_process", bad_verify)
     with pytest.raises((OSError, RuntimeError)):
-        export.export_version(SERVING, model, config, tmp_path, inputs)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["1"]  # no version 2, no .tmp folder
+        export.export_version(SERVING, model, config, base, inputs)
+    assert sorted(p.name for p in base.iterdir()) == ["1"]  # no version 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mnist"]  # no staging folder
     assert _tree_digest(first) == before
 
 
@@ -108,12 +111,17 @@ def test_verification_catches_a_model_that_disagrees(trained, mnist_arrays, tmp_
     inputs = mnist.serving_inputs(mnist_arrays["x_test"][:4])
     path = tmp_path / "m"
     export.write_saved_model(SERVING, model, path)
+    (path / "sample_request.json").write_text(json.dumps(export.sample_request(inputs)))
     serve, _ = export.serving_endpoint(SERVING, model)
     expected = {k: np.asarray(v) for k, v in serve(tf.constant(inputs["images"])).items()}
-    export.verify_in_fresh_process(path, inputs, expected)  # agrees: no error
+    plan = {"metric": [], "variants": [], "core": None, "previous": None}
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "check.json").write_text(json.dumps(plan))
+    export.check_in_fresh_process(path, tmp_path / "w", inputs, expected, plan, None)  # agrees: no error
     expected["probabilities"] = expected["probabilities"][:, ::-1]
-    with pytest.raises(RuntimeError, match="failed verification"):
-        export.verify_in_fresh_process(path, inputs, expected)
+    (tmp_path / "w" / "report.json").unlink()
+    with pytest.raises(RuntimeError, match="failed verification.*differs from the in-memory model"):
+        export.check_in_fresh_process(path, tmp_path / "w", inputs, expected, plan, None)
 
 
 def test_publishing_takes_the_next_number_when_another_run_got_there_first(tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import cli, start_cluster
+from conftest import cli, start_cluster, NOT_DEPLOYING
 from errors import UsageError
 from training.strategy import read_tf_config, resolve_mixed_precision, resolve_strategy
 
@@ -77,7 +77,7 @@ def test_two_worker_cluster_matches_a_single_process_step_by_step(tmp_path):
     """Two real worker processes on 127.0.0.1 train the same steps on halves of
     each global batch; their per-step losses equal one process on the whole batch."""
     common = ["apps.mnist", "--smoke", "--model", "mlp", "--batch-size", "64", "--data-source", "mirror",
-              "--logdir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "sm")]
+              "--logdir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "sm"), *NOT_DEPLOYING]
     workers = start_cluster(["-m", *common, "--strategy", "multi_worker", "--run-id", "cluster"])
     # The reference is one process with one replica under MirroredStrategy, not the
     # default strategy: under any strategy Keras 3 builds the model from a batch of

@@ -168,6 +168,8 @@ def test_search_killed_after_a_trial_resumes_without_repeating_it(tmp_path, tune
     assert best["hparams"] == next(r["hparams"] for r in rows if r["trial"] == best["trial_id"])
     if tuner == "random":  # the best retrained on train + validation and exported as version 1
         assert (tmp_path / "sm" / "regression" / "1" / "saved_model.pb").exists(), out
+        evaluation = json.loads((tmp_path / "sm" / "regression" / "1" / "evaluation.json").read_text())
+        assert evaluation["metric"] == ["mae", "mpg"] and evaluation["litert"]["float32"]["kept"]  # the apps' own checks
         final = json.loads((tmp_path / "runs" / "regression" / f"tuned-{search_dir.name}" / "run_config.json").read_text())
         assert final["include_validation"] and final["epochs"] == best["epochs"]
         assert {k: final["hparams"][k] for k in final["hparams"]} == {k: best["hparams"][k] for k in final["hparams"]}

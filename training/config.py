@@ -15,6 +15,7 @@ import os
 from typing import Callable, NamedTuple
 
 from errors import UsageError
+from training.litert import VARIANTS as LITERT_VARIANTS
 
 
 class ModelSpec(NamedTuple):
@@ -105,6 +106,8 @@ class RunConfig:
     freeze: bool = False  # the loaded layers do not train (for --epochs; then --fine-tune-epochs)
     fine_tune_epochs: int = 0
     fine_tune_learning_rate: float | None = None  # None: a tenth of learning_rate
+    publish: str = "gate"  # gate: only if not worse than the newest published version (training/deployment.py)
+    litert: str = "all"  # the LiteRT files each export gets (training/litert.py): all, one variant, or none
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -123,7 +126,8 @@ class RunConfig:
         return hashlib.sha256(json.dumps(self.record(), sort_keys=True).encode()).hexdigest()[:8]
 
 
-NOT_MODEL_DEFINING = ("fresh", "run_id", "logdir", "export_dir", "data_dir", "profile", "log_every", "backup_every")
+NOT_MODEL_DEFINING = ("fresh", "run_id", "logdir", "export_dir", "data_dir", "profile", "log_every", "backup_every",
+                      "publish", "litert")
 
 
 def differences(old: dict, new: dict) -> str:
@@ -232,6 +236,12 @@ def build_parser(app) -> argparse.ArgumentParser:
                           help="with --freeze: then unfreeze and train everything N more epochs at a lower learning rate")
     transfer.add_argument("--fine-tune-learning-rate", type=_positive(float), default=None, metavar="RATE",
                           help="the fine-tuning phase's learning rate (default: a tenth of the model's)")
+    export = parser.add_argument_group("export (training/export.py, training/deployment.py, training/litert.py)")
+    export.add_argument("--publish", choices=("gate", "always"), default="gate",
+                        help="gate: publish only if the test metric is not worse than the newest published version's "
+                             "(beyond the metric's tolerance); always: publish regardless")
+    export.add_argument("--litert", choices=("all", "none", *LITERT_VARIANTS), default="all",
+                        help="the LiteRT (.tflite) files written into the export's litert/ folder")
     add("--include-validation", action="store_true",
         help="also train on the validation split (the final fit of tuned hyperparameters); validation metrics are then not held out")
     if hasattr(app, "add_arguments"):

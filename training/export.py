@@ -6,8 +6,10 @@ Python process and compared with the in-memory model, and only then renamed
 into place: Serving never sees a half-written or broken version, and earlier
 versions are never touched.
 
-Run as a module, this file is that fresh process:
-    python -m training.export verify DIR INPUTS.npz EXPECTED.npz
+The fresh process is training/serving_check.py: it loads the version as Python
+and as TF Serving do, scores it and the newest published version on the test
+set, and converts and scores its LiteRT files. training/deployment.py then keeps
+the LiteRT files within tolerance and applies the publishing gate.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-VERIFY_TOLERANCE = 1e-5
+from training import deployment
 
 
 def existing_versions(base: Path) -> list[int]:
@@ -56,6 +58,9 @@ class Serving(NamedTuple):
     serve: Callable
     track: tuple = ()
     files: dict = {}  # extra files written into each version folder: name -> text (the LM's vocabulary)
+    metric: tuple = ()  # (kind, output) of training/scores.py: what LiteRT files and new versions are judged by
+    litert: object = None  # training/litert.py: LiteRT, how the model becomes .tflite files; None: none
+    test_set: Callable | None = None  # (inputs, targets) -> (inputs, targets) scored: the test split by default
 
 
 def serving_endpoint(serving: Serving, model):
@@ -96,14 +101,33 @@ def sample_request(inputs: dict, rows: int = 2) -> dict:
     }
 
 
+class Exported(NamedTuple):
+    """What export_version did: the published version (or None), the folder a
+    version held back by the gate went to (or None), and lines for the user."""
+
+    path: Path | None
+    held: Path | None = None
+    lines: tuple = ()
+
+
+class TestSet(NamedTuple):
+    """The test split as serving inputs: what LiteRT files and new versions are scored on."""
+
+    inputs: dict  # raw serving inputs, every test example
+    targets: np.ndarray
+    representative: dict  # raw serving inputs of REPRESENTATIVE training examples (int8 calibration)
+
+
 def export_version(serving: Serving, model, config, base: Path, inputs: dict, chief: bool = True,
-                   keras_file: Path | None = None) -> Path | None:
-    """Write, verify and publish the next version under base; returns its folder.
+                   keras_file: Path | None = None, test: TestSet | None = None) -> Exported:
+    """Write, check and publish (or hold back) the next version under base.
 
     inputs: a small batch of raw serving inputs (real test examples), used to
     compare the reloaded SavedModel with the in-memory model.
     keras_file: the model as Keras saved it, copied in as model.keras (TF
     Serving ignores it; --init-from and keras.saving.load_model read it).
+    test: with serving.metric, scores the version, its LiteRT files and the
+    newest published version on the whole test set (the publishing gate).
     Non-chief workers of a multi-worker run write to a scratch folder and
     discard it: saving distributed variables is a collective step all must join.
     """
@@ -112,10 +136,11 @@ def export_version(serving: Serving, model, config, base: Path, inputs: dict, ch
     if not chief:
         with tempfile.TemporaryDirectory() as scratch:
             write_saved_model(serving, model, Path(scratch) / "model")
-        return None
+        return Exported(None)
     base.mkdir(parents=True, exist_ok=True)
-    version = next_version(base)
-    staging = base / f".tmp-{version}-{os.getpid()}"
+    # Staged beside the model's folder, not in it: TF Serving's base path holds only version numbers.
+    staging = base.parent / f".staging-{base.name}-{os.getpid()}"
+    work = Path(tempfile.mkdtemp(prefix="export-check-"))
     try:
         write_saved_model(serving, model, staging)
         (staging / "run_config.json").write_text(config.to_json())
@@ -126,9 +151,16 @@ def export_version(serving: Serving, model, config, base: Path, inputs: dict, ch
             shutil.copyfile(keras_file, staging / "model.keras")
         serve, _ = serving_endpoint(serving, model)
         expected = {k: np.asarray(v) for k, v in serve(*[tf.constant(v) for v in inputs.values()]).items()}
-        verify_in_fresh_process(staging, inputs, expected)
-        return publish(staging, base)
+        plan = check_plan(serving, model, config, base, staging, work, test)
+        report = check_in_fresh_process(staging, work, inputs, expected, plan, test)
+        lines = deployment.keep_litert(staging, plan, report) if plan["variants"] else []
+        deployment.write_evaluation(staging, report)
+        held = deployment.gate(report, config, serving.name)
+        if held:
+            return Exported(None, deployment.hold(staging, base, held), (*lines, held))
+        return Exported(publish(staging, base), None, tuple(lines))
     finally:
+        shutil.rmtree(work, ignore_errors=True)
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -155,40 +187,71 @@ def _storable(arrays: dict) -> dict:
     return {k: np.asarray(v).astype(bytes) if np.asarray(v).dtype == object else np.asarray(v) for k, v in arrays.items()}
 
 
-def verify_in_fresh_process(path: Path, inputs: dict, expected: dict) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        np.savez(Path(tmp) / "inputs.npz", **_storable(inputs))
-        np.savez(Path(tmp) / "expected.npz", **_storable(expected))
-        result = subprocess.run(
-            [sys.executable, "-m", "training.export", "verify", str(path), f"{tmp}/inputs.npz", f"{tmp}/expected.npz"],
-            capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parent.parent,
-        )
-    if result.returncode != 0:
+def check_plan(serving: Serving, model, config, base: Path, staging: Path, work: Path, test: TestSet | None) -> dict:
+    """What the fresh process is to check (work/check.json), and the LiteRT inputs it needs."""
+    scored = bool(serving.metric) and test is not None
+    previous = existing_versions(base)
+    plan = {"metric": list(serving.metric), "variants": [], "core": None,
+            "previous": str(base / str(previous[-1])) if previous and scored else None}
+    if scored and config.litert != "none" and serving.litert is not None:
+        from training import litert, phone_inputs
+
+        spec = serving.litert.preprocessing or litert.raw_preprocessing(serving.signature)
+        spec = spec(model) if callable(spec) else spec
+        litert.write_preprocessing(staging / litert.FOLDER, spec)
+        if serving.litert.core is not None:
+            plan["core"] = str(work / "core")
+            litert.write_core(serving.litert, model, work / "core")
+        np.savez(work / "representative.npz", **phone_inputs.prepare(spec, test.representative))
+        plan["keep"] = [v for v in serving.litert.variants if config.litert in ("all", v)]
+        # float32 is always made: it is what proves preprocessing.json right (training/deployment.py)
+        plan["variants"] = ["float32"] + [v for v in plan["keep"] if v != "float32"]
+    (work / "check.json").write_text(json.dumps(plan))
+    return plan
+
+
+def check_in_fresh_process(staging: Path, work: Path, inputs: dict, expected: dict, plan: dict,
+                           test: TestSet | None) -> dict:
+    """training/serving_check.py in a new Python process; its report. A converter
+    crash (native code) loses only the variant it was converting: the check reruns without it."""
+    np.savez(work / "inputs.npz", **_storable(inputs))
+    np.savez(work / "expected.npz", **_storable(expected))
+    if test is not None:
+        np.savez(work / "test.npz", **_storable({**test.inputs, "__targets__": test.targets}))
+    else:  # nothing to score: the check loads the SavedModel both ways and stops
+        np.savez(work / "test.npz", **_storable({**inputs, "__targets__": np.zeros(len(next(iter(inputs.values()))))}))
+    skip = []
+    while True:
+        (work / "report.json").unlink(missing_ok=True)
+        result = subprocess.run([sys.executable, "-m", "training.serving_check", str(staging), str(work), *skip],
+                                capture_output=True, text=True, timeout=1800, cwd=Path(__file__).resolve().parent.parent)
+        report = json.loads((work / "report.json").read_text()) if (work / "report.json").exists() else {}
+        if result.returncode == 0 and report.get("complete"):
+            return report
+        crashed = [v for v in plan["variants"] if v not in report.get("litert", {}) and v not in skip]
+        if result.returncode < 0 and "savedmodel" in report and crashed:  # killed by a signal while converting
+            skip += ["--skip", crashed[0]]
+            continue
         tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"the exported SavedModel failed verification in a fresh process: {tail}")
 
 
-def verify(path: str, inputs_file: str, expected_file: str) -> str:
-    """Load the SavedModel, call serving_default on inputs, compare with expected."""
-    import tensorflow as tf
+def publish_held(held: str) -> str:
+    """python -m training.export publish HELD: a version the gate held back, published as the next version."""
+    from errors import UsageError
 
-    loaded = tf.saved_model.load(path)
-    signature = loaded.signatures["serving_default"]
-    inputs = dict(np.load(inputs_file))
-    expected = dict(np.load(expected_file))
-    outputs = _storable({k: v.numpy() for k, v in signature(**{k: tf.constant(v) for k, v in inputs.items()}).items()})
-    if set(outputs) != set(expected):
-        raise AssertionError(f"outputs {sorted(outputs)} != expected {sorted(expected)}")
-    for name, want in expected.items():
-        got = outputs[name]
-        same = (np.array_equal(got, want) if want.dtype.kind in "OSU"  # label names
-                else np.allclose(got, want, atol=VERIFY_TOLERANCE))
-        if got.shape != want.shape or not same:
-            raise AssertionError(f"output {name!r} differs from the in-memory model")
-    return f"verified {path}: outputs {sorted(outputs)} match on {len(next(iter(inputs.values())))} examples"
+    folder = Path(held)
+    if folder.parent.parent.name != deployment.HELD or not (folder / "saved_model.pb").exists():
+        raise UsageError(f"{held} is not a held-back version (EXPORT_DIR/{deployment.HELD}/<model>/<name>/)")
+    base = folder.parent.parent.parent / folder.parent.name
+    base.mkdir(parents=True, exist_ok=True)
+    (folder / "NOT_PUBLISHED.txt").unlink(missing_ok=True)
+    return f"published {held} as {publish(folder, base)}"
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 5 or sys.argv[1] != "verify":
-        sys.exit("usage: python -m training.export verify DIR INPUTS.npz EXPECTED.npz")
-    print(verify(*sys.argv[2:]))
+    from training.run import guarded
+
+    if len(sys.argv) != 3 or sys.argv[1] != "publish":
+        sys.exit("usage: python -m training.export publish EXPORT_DIR/held/<model>/<name>")
+    sys.exit(guarded(lambda: print(publish_held(sys.argv[2])), ""))

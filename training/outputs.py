@@ -83,7 +83,7 @@ def weights_digest(model) -> str:
     return digest.hexdigest()
 
 
-def report(serving, config, run_dir: Path, results: dict, export_path: Path | None, details: dict | None = None,
+def report(serving, config, run_dir: Path, results: dict, exported, details: dict | None = None,
            weights: str = "") -> str:
     """The closing lines: the result, where everything went, and how to look at it."""
     metrics = "  ".join(f"{k}={v:.4f}" for k, v in results.items() if k.startswith("test_"))
@@ -98,6 +98,11 @@ def report(serving, config, run_dir: Path, results: dict, export_path: Path | No
         f"Checkpoint:   {run_dir / 'model.keras'}  (resume backups in {run_dir / 'backup'} are removed once a run finishes)",
         f"TensorBoard:  tensorboard --logdir {Path(config.logdir) / config.app}",
     ]
+    export_path = exported.path
+    lines += exported.lines[:-1] if exported.held else exported.lines  # LiteRT files left out (the gate's verdict ends the run)
+    if exported.held is not None:
+        lines += [f"Held back:    {exported.held}  (not published; publish it as the next version with: "
+                  f"python -m training.export publish {exported.held})"]
     if export_path is not None:
         name, base = serving.name, export_path.parent.resolve()
         signature = ", ".join(f"{k} {s.dtype.name}{list(s.shape)}" for k, s in serving.signature.items())
@@ -106,5 +111,25 @@ def report(serving, config, run_dir: Path, results: dict, export_path: Path | No
             f"Inspect:      saved_model_cli show --dir {export_path} --all",
             f"Serve:        docker run --rm -p 8501:8501 -v {base}:/models/{name} -e MODEL_NAME={name} tensorflow/serving",
             f"Request:      curl -s -X POST -d @{export_path / 'sample_request.json'} http://localhost:8501/v1/models/{name}:predict",
+            f"  or locally, as TF Serving loads it: python -m training.rest {export_path} {export_path / 'sample_request.json'}",
         ]
+        lines += litert_lines(export_path)
     return "\n".join(lines)
+
+
+def litert_lines(version: Path) -> list[str]:
+    """Where the LiteRT files went, with their sizes, test scores and batch-1 latency (evaluation.json)."""
+    path = version / "evaluation.json"
+    if not path.exists():
+        return []
+    evaluation = json.loads(path.read_text())
+    kind = evaluation["metric"][0]
+    kept = {v: e for v, e in evaluation.get("litert", {}).items() if e.get("kept")}
+    if not kept:
+        return []
+    lines = [f"LiteRT:       {version / 'litert'}  (test {kind}: SavedModel {evaluation['savedmodel']['score']:.4f}; "
+             "phone preprocessing: preprocessing.json)"]
+    lines += [f"  {entry['file']:<27} {entry['bytes'] / 1024:8.0f} KB  {kind} {entry['score']:.4f}  "
+              f"batch-1 p50 {entry['p50_ms']:.3f} ms  p99 {entry['p99_ms']:.3f} ms" for entry in kept.values()]
+    return lines
+

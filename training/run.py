@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from errors import UsageError
@@ -23,7 +24,8 @@ from training import callbacks as cb
 from training import preemption, resume
 from training.backups import BackupFolder, Backups, restore_point
 from training.config import RunConfig, parse_config
-from training.export import export_version
+from training.export import TestSet, export_version
+from training.litert import REPRESENTATIVE
 from training.transfer import Transfer
 from training.outputs import check_writable, mark_finished, report, resolve_run_dir, weights_digest
 from training.strategy import (describe, in_cluster, is_chief, lost_worker_message, LOST_WORKER_ERRORS,
@@ -159,8 +161,9 @@ def run(app, config: RunConfig) -> dict:
         for name, text in serving.files.items():  # e.g. the vocabulary: --init-from this run reads it
             (run_dir / name).write_text(text)
     features, _ = next(iter(splits.test.batch(8)))
-    export_path = export_version(serving, model, config, Path(config.export_dir) / serving.name,
-                                 app.serving_inputs(features), chief=chief, keras_file=run_dir / "model.keras")
+    exported = export_version(serving, model, config, Path(config.export_dir) / serving.name, app.serving_inputs(features),
+                              chief=chief, keras_file=run_dir / "model.keras",
+                              test=test_set(app, serving, splits) if chief else None)
     if not chief:
         shutil.rmtree(tb_dir, ignore_errors=True)
         shutil.rmtree(backups.root, ignore_errors=True)
@@ -171,10 +174,28 @@ def run(app, config: RunConfig) -> dict:
     results["wall_seconds"] = round(time.time() - started, 1)
     record = {"training_seconds": round(training_seconds, 2), "backup_seconds": round(backup.seconds, 3),
               "backups_written": backup.written, "weights_sha256": weights_digest(model)}
-    mark_finished(run_dir, {**results, **record, "details": details, "export": str(export_path)})
+    mark_finished(run_dir, {**results, **record, "details": details, "export": str(exported.path or ""),
+                            "held": str(exported.held or "")})
     shutil.rmtree(backups.root, ignore_errors=True)
-    print(report(serving, config, run_dir, results, export_path, details, record["weights_sha256"]), flush=True)
+    print(report(serving, config, run_dir, results, exported, details, record["weights_sha256"]), flush=True)
+    if exported.held:  # trained and checked, but not published: exit HELD_EXIT
+        raise HeldBack(exported.lines[-1])
     return {**results, **{k: v for k, v in details.items() if isinstance(v, (int, float))}}
+
+
+def test_set(app, serving, splits) -> TestSet:
+    """Every test example as serving inputs (what LiteRT files and versions are scored on), and
+    REPRESENTATIVE training examples that calibrate int8 LiteRT files."""
+    features, targets = next(iter(splits.test.batch(1 << 30)))
+    inputs, targets = app.serving_inputs(features), np.asarray(targets)
+    if serving.test_set is not None:  # e.g. the LM: prompts cut from test texts, and each one's next character
+        inputs, targets = serving.test_set(inputs, targets)
+    calibration, _ = next(iter(splits.train.take(REPRESENTATIVE).batch(REPRESENTATIVE)))
+    return TestSet(inputs, targets, app.serving_inputs(calibration))
+
+
+class HeldBack(Exception):
+    """The run finished but the publishing gate kept its version back (training/deployment.py)."""
 
 
 def main(app, argv=None, action=run) -> int:
@@ -193,19 +214,24 @@ def main(app, argv=None, action=run) -> int:
 # Exit codes (README: "Exit codes"). A stop on a signal exits 128 + its number.
 USAGE_EXIT = 2  # bad input: one line on stderr, "error: ..."
 LOST_WORKER_EXIT = 69  # EX_UNAVAILABLE: another worker of a multi-worker run died; restart them all
+HELD_EXIT = 3  # trained, exported and checked, but held back by the publishing gate (--publish always overrides)
 
 
 def guarded(work, resume_hint: str) -> int:
     """Runs a command's work: bad input is one line and exit 2; a stop on a
     signal says where it stopped and exits 128 + the signal's number; Ctrl-C
     elsewhere says how to resume and exits 130; a worker lost from a
-    multi-worker run is one line and exit 69.
+    multi-worker run is one line and exit 69; a version the publishing gate
+    held back is one line and exit 3.
     """
     try:
         work()
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return USAGE_EXIT
+    except HeldBack as held:
+        print(f"\n{held}", file=sys.stderr)
+        return HELD_EXIT
     except preemption.Stopped as stop:
         print(f"\nstopped: {stop.message}", file=sys.stderr)
         return stop.exit_code
