@@ -58,6 +58,19 @@ def mnist_arrays(data_dir):
     return mirror_arrays(Path(data_dir))
 
 
+@pytest.fixture(scope="module")
+def trained_mlp(mnist_arrays):
+    """(model, config): the seed MLP after one epoch on 8,000 real MNIST images (tests/test_export.py, test_deployment.py)."""
+    from apps import images, mnist
+    from training.config import parse_config
+
+    config = parse_config(mnist, ["--model", "mlp"])
+    model, kwargs = images.build_mlp(config, None, 100)
+    model.compile(**kwargs)
+    model.fit(mnist_arrays["x_train"][:8000], mnist_arrays["y_train"][:8000], batch_size=64, epochs=1, verbose=0)
+    return model, config
+
+
 # Runs whose export is not what a test is about: no LiteRT files (seconds per export), and
 # every version published (reruns of one smoke command differ by more than the gate's tolerance).
 NOT_DEPLOYING = ["--litert", "none", "--publish", "always"]

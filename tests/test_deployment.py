@@ -21,12 +21,9 @@ SERVING = mnist.serving(None, None)
 
 
 @pytest.fixture(scope="module")
-def models(mnist_arrays):
-    """(good, bad, config): the seed MLP after 8,000 real images, and the same MLP untrained."""
-    config = parse_config(mnist, ["--model", "mlp"])
-    good, kwargs = images.build_mlp(config, None, 100)
-    good.compile(**kwargs)
-    good.fit(mnist_arrays["x_train"][:8000], mnist_arrays["y_train"][:8000], batch_size=64, epochs=1, verbose=0)
+def models(trained_mlp):
+    """(good, bad, config): the trained seed MLP (conftest) and the same MLP untrained."""
+    good, config = trained_mlp
     bad, kwargs = images.build_mlp(config, None, 100)
     bad.compile(**kwargs)
     return good, bad, config
@@ -112,7 +109,7 @@ def test_litert_files_are_scored_and_a_lossy_one_is_not_written(models, test_set
     (staging / "litert").mkdir(parents=True)
     for entry in report["litert"].values():
         (staging / "litert" / entry["file"]).write_bytes(b"x")
-    lines = deployment.keep_litert(staging, {"metric": report["metric"]}, report)
+    lines = deployment.keep_litert(staging, {"metric": report["metric"], "keep": list(report["litert"])}, report)
     assert len(lines) == 4 and all("not written: it loses" in line and "points of accuracy" in line for line in lines)
     assert not list((staging / "litert").glob("*.tflite"))
 
@@ -124,7 +121,7 @@ def test_a_float_file_that_disagrees_drops_every_litert_file(tmp_path):
     (staging / "litert" / "model_float32.tflite").write_bytes(b"x")
     report = {"savedmodel": {"score": 0.9},
               "litert": {"float32": {"file": "model_float32.tflite", "score": 0.9, "max_difference": 0.2}}}
-    lines = deployment.keep_litert(staging, {"metric": ["accuracy", "probabilities"]}, report)
+    lines = deployment.keep_litert(staging, {"metric": ["accuracy", "probabilities"], "keep": ["float32"]}, report)
     assert len(lines) == 1 and "does not reproduce the SavedModel" in lines[0]
     assert not (staging / "litert").exists()
 

@@ -9,22 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from apps import images, mnist
+from apps import mnist
 from conftest import ROOT
 from training import export
-from training.config import parse_config
 
 SERVING = mnist.serving(None, None)
-
-
-@pytest.fixture(scope="module")
-def trained(mnist_arrays):
-    """The seed MLP after a few hundred steps on real MNIST."""
-    config = parse_config(mnist, ["--model", "mlp"])
-    model, kwargs = images.build_mlp(config, None, 100)
-    model.compile(**kwargs)
-    model.fit(mnist_arrays["x_train"][:8000], mnist_arrays["y_train"][:8000], batch_size=64, epochs=1, verbose=0)
-    return model, config
 
 
 def _tree_digest(folder):
@@ -46,8 +35,8 @@ print(json.dumps({"inputs": {k: [str(v.dtype.name), v.shape.as_list()] for k, v 
 """
 
 
-def test_round_trip_in_a_fresh_process_matches_the_in_memory_model(trained, mnist_arrays, tmp_path):
-    model, config = trained
+def test_round_trip_in_a_fresh_process_matches_the_in_memory_model(trained_mlp, mnist_arrays, tmp_path):
+    model, config = trained_mlp
     images = mnist_arrays["x_test"][:64]
     path = export.export_version(SERVING, model, config, tmp_path / "mnist", mnist.serving_inputs(images[:8])).path
     assert path == tmp_path / "mnist" / "1"
@@ -66,8 +55,8 @@ def test_round_trip_in_a_fresh_process_matches_the_in_memory_model(trained, mnis
     assert np.array(request["instances"][0]["images"]).shape == (28, 28)
 
 
-def test_versions_count_up_and_earlier_ones_are_untouched(trained, mnist_arrays, tmp_path):
-    model, config = trained
+def test_versions_count_up_and_earlier_ones_are_untouched(trained_mlp, mnist_arrays, tmp_path):
+    model, config = trained_mlp
     inputs = mnist.serving_inputs(mnist_arrays["x_test"][:4])
     base = tmp_path / "mnist"
     first = export.export_version(SERVING, model, config, base, inputs).path
@@ -80,8 +69,8 @@ def test_versions_count_up_and_earlier_ones_are_untouched(trained, mnist_arrays,
 
 
 @pytest.mark.parametrize("failure", ["write", "verify"])
-def test_a_failed_export_publishes_nothing_and_leaves_no_debris(trained, mnist_arrays, tmp_path, monkeypatch, failure):
-    model, config = trained
+def test_a_failed_export_publishes_nothing_and_leaves_no_debris(trained_mlp, mnist_arrays, tmp_path, monkeypatch, failure):
+    model, config = trained_mlp
     inputs = mnist.serving_inputs(mnist_arrays["x_test"][:4])
     base = tmp_path / "mnist"
     first = export.export_version(SERVING, model, config, base, inputs).path
@@ -106,15 +95,15 @@ def test_a_failed_export_publishes_nothing_and_leaves_no_debris(trained, mnist_a
     assert _tree_digest(first) == before
 
 
-def test_verification_catches_a_model_that_disagrees(trained, mnist_arrays, tmp_path):
-    model, config = trained
+def test_verification_catches_a_model_that_disagrees(trained_mlp, mnist_arrays, tmp_path):
+    model, config = trained_mlp
     inputs = mnist.serving_inputs(mnist_arrays["x_test"][:4])
     path = tmp_path / "m"
     export.write_saved_model(SERVING, model, path)
     (path / "sample_request.json").write_text(json.dumps(export.sample_request(inputs)))
     serve, _ = export.serving_endpoint(SERVING, model)
     expected = {k: np.asarray(v) for k, v in serve(tf.constant(inputs["images"])).items()}
-    plan = {"metric": [], "variants": [], "core": None, "previous": None}
+    plan = {"metric": [], "variants": [], "keep": [], "core": None, "previous": None}
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / "check.json").write_text(json.dumps(plan))
     export.check_in_fresh_process(path, tmp_path / "w", inputs, expected, plan, None)  # agrees: no error

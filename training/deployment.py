@@ -59,7 +59,7 @@ def keep_litert(staging: Path, plan: dict, report: dict) -> list[str]:
                          f"on the test set, more than the tolerance of {scores.tolerance_text(kind)}")
         else:
             entry["kept"] = True
-        if entry["kept"] and variant not in plan.get("keep", entries):  # made for the float32 check only (--litert VARIANT)
+        if entry["kept"] and variant not in plan["keep"]:  # made for the float32 check only (--litert VARIANT)
             entry["kept"] = False
             (folder / file_name(variant)).unlink(missing_ok=True)
     return lines

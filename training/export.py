@@ -191,7 +191,7 @@ def check_plan(serving: Serving, model, config, base: Path, staging: Path, work:
     """What the fresh process is to check (work/check.json), and the LiteRT inputs it needs."""
     scored = bool(serving.metric) and test is not None
     previous = existing_versions(base)
-    plan = {"metric": list(serving.metric), "variants": [], "core": None,
+    plan = {"metric": list(serving.metric) if scored else [], "variants": [], "keep": [], "core": None,
             "previous": str(base / str(previous[-1])) if previous and scored else None}
     if scored and config.litert != "none" and serving.litert is not None:
         from training import litert, phone_inputs
@@ -216,10 +216,8 @@ def check_in_fresh_process(staging: Path, work: Path, inputs: dict, expected: di
     crash (native code) loses only the variant it was converting: the check reruns without it."""
     np.savez(work / "inputs.npz", **_storable(inputs))
     np.savez(work / "expected.npz", **_storable(expected))
-    if test is not None:
+    if test is not None:  # else nothing is scored: the check loads the SavedModel both ways and stops
         np.savez(work / "test.npz", **_storable({**test.inputs, "__targets__": test.targets}))
-    else:  # nothing to score: the check loads the SavedModel both ways and stops
-        np.savez(work / "test.npz", **_storable({**inputs, "__targets__": np.zeros(len(next(iter(inputs.values()))))}))
     skip = []
     while True:
         (work / "report.json").unlink(missing_ok=True)

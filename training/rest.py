@@ -55,15 +55,13 @@ def _value(name: str, value, dtype):
 
 def _tensor(name: str, batch, dtype, shape: list) -> np.ndarray:
     """A batch (a JSON list) as a NumPy array of the signature's dtype and shape."""
-    def convert(node, depth):
-        if isinstance(node, list):
-            return [convert(n, depth + 1) for n in node]
-        return _value(name, node, dtype)
+    def convert(node):
+        return [convert(n) for n in node] if isinstance(node, list) else _value(name, node, dtype)
 
     if not isinstance(batch, list) or not batch:
         raise BadRequest(f"input {name!r} has no examples: give a non-empty list")
     try:
-        array = np.array(convert(batch, 0), dtype=dtype)
+        array = np.array(convert(batch), dtype=dtype)
     except ValueError:
         raise BadRequest(f"input {name!r} is ragged: every example must have the same shape {shape[1:]}") from None
     if array.ndim != len(shape) or any(want not in (-1, got) for want, got in zip(shape, array.shape)):

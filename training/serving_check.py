@@ -62,8 +62,9 @@ def check_loaders(staging: Path, inputs: dict, expected: dict) -> SessionModel:
     for name, want in expected.items():
         _same(name, outputs[name], want, TOLERANCE, "tf.saved_model.load")
     session = SessionModel(staging)
+    got = session.run(inputs)
     for name, want in expected.items():
-        _same(name, session.run(inputs)[name], want, TOLERANCE, "the session loader (TF Serving's path)")
+        _same(name, got[name], want, TOLERANCE, "the session loader (TF Serving's path)")
     rows = json.loads((staging / "sample_request.json").read_text())
     columns = {"inputs": {n: [row[n] for row in rows["instances"]] for n in session.signature}}
     for body in (rows, columns):
@@ -99,6 +100,7 @@ def check_litert(staging: Path, work: Path, plan: dict, test: dict, targets, ref
             content = litert.convert(source, variant, representative if variant == "int8" else None)
         except Exception as err:  # the converter's own refusals (ops it cannot quantise)
             entry["error"] = f"the converter refused: {str(err).strip().splitlines()[-1][:200]}"
+            _write(work, report)  # recorded before the next variant can crash the process
             continue
         path = folder / litert.file_name(variant)
         path.write_bytes(content)
