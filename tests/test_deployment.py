@@ -177,3 +177,21 @@ def test_a_converter_crash_loses_only_that_file(tmp_path):
     assert evaluation["litert"]["int8"] == {"error": "the converter crashed", "kept": False}
     assert any("LiteRT int8: not written: the converter crashed" in line for line in exported.lines)
     assert [v for v, e in evaluation["litert"].items() if e["kept"]] == ["float32", "dynamic_range", "float16"]
+
+
+def test_a_worse_run_from_the_command_line_is_held_back_with_exit_3(models, test_set, tmp_path):
+    """The real command: trained, checked and recorded as finished, but not published over a better version."""
+    from conftest import cli
+
+    good, _, config = models
+    base = tmp_path / "sm" / "mnist"
+    assert _export(good, config, base, test_set, litert="none").path == base / "1"
+    before = _tree_digest(base / "1")
+    result = cli("apps.mnist", "--smoke", "--model", "mlp", "--train-examples", "64", "--data-source", "mirror",
+                 "--litert", "none", "--logdir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "sm"), check=False)
+    last = [line for line in result.stderr.splitlines() if line.strip()][-1]
+    assert result.returncode == 3 and last.startswith("not published: it loses") and "to version 1 of mnist" in last
+    assert "Held back:" in result.stdout and "python -m training.export publish" in result.stdout
+    finished = json.loads(next((tmp_path / "runs" / "mnist").glob("*/FINISHED.json")).read_text())
+    assert finished["export"] == "" and finished["held"].startswith(str(tmp_path / "sm" / "held" / "mnist"))
+    assert _versions(base) == ["1"] and _tree_digest(base / "1") == before
