@@ -2,11 +2,7 @@
 
 APPS is the one list of them, for tools that take an app by name (tuning, benchmarks).
 """
-import os
-
-# TensorFlow's C++ start-up chatter (CUDA probing, CPU feature notes) buries the
-# run's own output; warnings and errors still show. Set before TF is imported.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import training  # noqa: F401  (first: under python -m it filters TensorFlow's start-up chatter; training/terminal.py)
 
 APPS = {"mnist": "apps.mnist", "fashion_mnist": "apps.fashion_mnist", "regression": "apps.regression",
         "sentiment": "apps.sentiment", "charlm": "apps.charlm"}

@@ -26,6 +26,7 @@ from training.export import Serving
 from training.litert import VARIANTS, LiteRT
 
 NAME = "charlm"
+EXPLAIN_INPUT = "a prompt (in quotes): its likeliest next character, and the characters behind that prediction"
 OBJECTIVE = "val_loss"  # what python -m tuning charlm minimises: the log of per-character perplexity
 
 
@@ -155,10 +156,15 @@ def serving_inputs(features):
 
 # ---- TensorBoard and report -------------------------------------------------
 
-def tensorboard_callbacks(logdir, splits, test):
+def tensorboard_callbacks(logdir, splits, test, config):
     prompts = [t.decode("utf-8")[:20] for t, _ in splits.test.take(4).as_numpy_iterator()]
     vectorizer = splits.info["vectorizer"]
-    return [charlm_parts.Continuations(logdir, prompts, vectorizer), cb.EmbeddingProjector(logdir, vectorizer.get_vocabulary())]
+    return [*charlm_parts.pictures(logdir, prompts, vectorizer), cb.EmbeddingProjector(logdir, vectorizer.get_vocabulary())]
+
+
+def explain(model, given: str, version):
+    """--explain PROMPT (apps/charlm_parts.py)."""
+    return charlm_parts.explain_prompt(model, given, version)
 
 
 def details(model, splits, config):

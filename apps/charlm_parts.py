@@ -1,19 +1,20 @@
 """What the character language model (apps.charlm) does with text beyond training:
-perplexity against a bigram model, greedy continuations in TensorBoard, and
-sampling a continuation from an exported model (--generate).
+perplexity against a bigram model, greedy continuations and the characters
+behind each prediction in TensorBoard, sampling a continuation from an exported
+model (--generate), and explaining a prompt's next character (--explain).
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from apps.characters import BOUNDARY, VOCABULARY_FILE
 from errors import UsageError
-from training.callbacks import summary_writer
+from training import explain, figures
+from training.callbacks import Pictures
 from training.export import existing_versions
 
 BIGRAM_SMOOTHING = (0.001, 0.01, 0.1, 1.0)  # add-k values; the best on validation is used on test
@@ -45,7 +46,7 @@ def perplexities(model, splits) -> dict:
     bigram = float(np.exp(-bigram_log_probs(train, test, vocabulary, k).mean()))
     total, count = 0.0, 0
     for x, y in splits.test.batch(256).map(splits.vectorize).as_numpy_iterator():
-        probabilities = np.asarray(model(x, training=False))  # not predict(): see Continuations
+        probabilities = np.asarray(model(x, training=False))  # not predict(): see pictures()
         keep = y != 0
         picked = np.take_along_axis(probabilities, y[..., None], axis=-1)[..., 0][keep]
         total += float(np.log(np.maximum(picked, 1e-12)).sum())
@@ -86,39 +87,88 @@ def generate(config) -> str:
     return text
 
 
-class Continuations(keras.callbacks.Callback):
-    """Each epoch: greedy continuations of a few test prompts, as text."""
+def continue_greedily(prompt: str, vocabulary: list, next_probabilities, length: int = 80) -> str:
+    """The likeliest continuation of prompt, a character at a time, up to the closing boundary."""
+    index = {token: i for i, token in enumerate(vocabulary)}
+    ids = [index.get(c, 1) for c in BOUNDARY + prompt]
+    out = ""
+    for _ in range(length):
+        probabilities = np.array(next_probabilities(tf.constant([ids], tf.int64))[0])
+        probabilities[:2] = 0  # never padding or [UNK]
+        token = vocabulary[int(probabilities.argmax())]
+        if token == BOUNDARY:
+            break
+        out += token
+        ids.append(index[token])
+    return out
 
-    def __init__(self, logdir: str, prompts: list[str], vectorizer, length: int = 80):
-        super().__init__()
-        self.logdir, self.prompts, self.length = logdir, prompts, length
-        self.vocabulary = vectorizer.get_vocabulary()
-        self.ids = {token: i for i, token in enumerate(self.vocabulary)}
 
-    def continue_greedily(self, prompt: str, next_probabilities) -> str:
-        ids = [self.ids.get(c, 1) for c in BOUNDARY + prompt]
-        out = ""
-        for _ in range(self.length):
-            probabilities = np.array(next_probabilities(tf.constant([ids], tf.int64))[0])
-            probabilities[:2] = 0  # never padding or [UNK]
-            token = self.vocabulary[int(probabilities.argmax())]
-            if token == BOUNDARY:
-                break
-            out += token
-            ids.append(self.ids[token])
-        return out
+def prompt_attributions(model, prompt: str, vocabulary: list) -> tuple[str, float, list[str], np.ndarray]:
+    """(the likeliest next character, its probability, the prompt's characters with the opening
+    boundary first, each one's integrated-gradients share in that prediction)."""
+    index = {token: i for i, token in enumerate(vocabulary)}
+    ids = np.array([index.get(c, 1) for c in BOUNDARY + prompt], np.int64)
+    probabilities = np.array(model(ids[None], training=False)[0, -1])
+    probabilities[:2] = 0  # never padding or [UNK]
+    target, last = int(probabilities.argmax()), len(ids) - 1
+    scores = explain.embedding_attributions(model, ids, lambda out: out[:, last, target])
+    return vocabulary[target], float(probabilities[target]), list(BOUNDARY + prompt), scores
 
-    def on_epoch_end(self, epoch, logs=None):
+
+def _shown(character: str) -> str:
+    return {BOUNDARY: "⏎", " ": "␣"}.get(character, character)
+
+
+def attribution_markdown(rows) -> str:
+    lines = ["The prompt's characters that drive the predicted next character most, with their integrated-gradients "
+             "share (⏎ marks the start of the text):"]
+    for prompt, (token, p, chars, scores) in rows:
+        strongest = sorted(range(len(chars)), key=lambda k: -abs(scores[k]))[:5]
+        listed = ", ".join(f"`{_shown(chars[k])}` at {k} {scores[k]:+.3f}" for k in sorted(strongest))
+        lines.append(f"- `{prompt}` → next `{_shown(token)}` ({p:.2f}): {listed}")
+    return "\n".join(lines)
+
+
+def attribution_figure(rows, title: str):
+    lines = [([_shown(c) for c in chars], scores, f"{prompt!r} -> next {_shown(token)!r} ({p:.2f})")
+             for prompt, (token, p, chars, scores) in rows]
+    return figures.highlighted_text(lines, f"{title}: characters for the predicted next one in green, against it in red")
+
+
+def pictures(logdir, prompts: list[str], vectorizer) -> list:
+    """Every epoch: greedy continuations of a few test prompts, and which characters drive each next one."""
+    vocabulary = vectorizer.get_vocabulary()
+
+    def epoch_end(model, when):
         # A direct call, not predict(): predict would split this one prompt across
         # replicas, and Keras' LSTM fails on the empty share of the second one. In
         # a tf.function traced once for every length: called eagerly, the LSTM
         # took 0.16 s a character here, 33x the traced call.
-        next_probabilities = tf.function(lambda ids: self.model(ids, training=False)[:, -1],
+        next_probabilities = tf.function(lambda ids: model(ids, training=False)[:, -1],
                                          input_signature=[tf.TensorSpec([1, None], tf.int64)])
         rows = ["| prompt | continuation (greedy) |", "|---|---|"]
-        rows += [f"| {p} | {self.continue_greedily(p, next_probabilities)} |".replace("\n", " ") for p in self.prompts]
-        with summary_writer(self.logdir).as_default():
-            tf.summary.text("sample_continuations", "\n".join(rows), step=epoch + 1)
+        rows += [f"| {p} | {continue_greedily(p, vocabulary, next_probabilities)} |".replace("\n", " ") for p in prompts]
+        explained = [(p, prompt_attributions(model, p, vocabulary)) for p in prompts]
+        return {"sample_continuations": "\n".join(rows), "explanations/text": attribution_markdown(explained),
+                "explanations/image": attribution_figure(explained, f"Test prompts, {when}")}
+
+    return [Pictures(logdir, epoch_end=epoch_end)]
+
+
+def explain_prompt(model, prompt: str, version: Path) -> explain.Explanation:
+    """--explain PROMPT: the likeliest next character and the prompt's characters behind it."""
+    if not prompt.strip():
+        raise UsageError("--explain needs a non-empty prompt")
+    vocabulary = json.loads((version / VOCABULARY_FILE).read_text())
+    unknown = sorted({c for c in prompt if c not in vocabulary})
+    if unknown:
+        raise UsageError(f"the prompt has characters the model never saw in training: {''.join(unknown)!r}; leave them out")
+    token, p, chars, scores = prompt_attributions(model, prompt, vocabulary)
+    strongest = sorted(range(len(chars)), key=lambda k: -abs(scores[k]))[:5]
+    lines = ["the characters behind it (integrated gradients; position 0 is the start of the text):"]
+    lines += [f"{_shown(chars[k])!r:>6} at {k:<3} {scores[k]:+.3f}" for k in strongest]
+    figure = attribution_figure([(prompt, (token, p, chars, scores))], "Your prompt")
+    return explain.Explanation(f"next character {_shown(token)!r} (probability {p:.3f})", figure, lines)
 
 
 def next_character_test(texts: np.ndarray, vocabulary: list, window: int, seed: int = 0) -> tuple[dict, np.ndarray]:

@@ -22,6 +22,7 @@ NAME = "fashion_mnist"
 OBJECTIVE = "val_accuracy"
 CLASS_NAMES = fashion_data.CLASS_NAMES
 DEFAULT_MODEL, MODELS = images.DEFAULT_MODEL, images.MODELS
+EXPLAIN_INPUT = "a 28x28 grey-scale clothing picture (PNG, JPEG or NPY): classify it, explain it with Grad-CAM and integrated gradients"
 serving_inputs = images.serving_inputs
 
 
@@ -41,8 +42,13 @@ def serving(config, splits):
     return images.serving(NAME)
 
 
-def tensorboard_callbacks(logdir, splits, test):
+def tensorboard_callbacks(logdir, splits, test, config):
     return images.tensorboard_callbacks(logdir, splits, test, CLASS_NAMES)
+
+
+def explain(model, given: str, version):
+    """--explain FILE: a 28x28 PNG or NPY picture (apps/image_pictures.py)."""
+    return images.explain(model, given, CLASS_NAMES)
 
 
 def details(model, splits, config):

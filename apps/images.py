@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from training import callbacks as cb
+from apps import image_pictures
 from training.config import ModelSpec
 from training.export import Serving
 from training.litert import LiteRT
@@ -172,7 +172,10 @@ def serving_inputs(features):
 
 
 def tensorboard_callbacks(logdir, splits, test, class_names):
-    """A grid of test images with their predictions every epoch, the confusion matrix at the end."""
-    images, labels = next(iter(splits.test.batch(32)))
-    return [cb.SamplePredictions(logdir, np.asarray(images), np.asarray(labels), list(class_names)),
-            cb.ConfusionMatrix(logdir, test, list(class_names))]
+    """Labelled test images and explanations every epoch, the confusion matrix at the end (apps/image_pictures.py)."""
+    return image_pictures.pictures(logdir, splits, test, class_names)
+
+
+def explain(model, given: str, class_names):
+    """--explain FILE: a 28x28 PNG or NPY picture's prediction, Grad-CAM and integrated gradients."""
+    return image_pictures.explain_file(model, given, class_names)

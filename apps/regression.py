@@ -24,6 +24,8 @@ from training.export import Serving
 from training.litert import LiteRT
 
 NAME = "regression"
+EXPLAIN_INPUT = ("a CSV file of cars (a header naming the features, one car per row) or one car's values in the "
+                 "data set's column order, comma-separated: the predicted mpg and why, per feature")
 OBJECTIVE = "val_mae"  # what python -m tuning regression minimises
 DATASETS = ("autompg", "linear")
 
@@ -246,9 +248,16 @@ def serving_inputs(features):
 
 # ---- TensorBoard and report -------------------------------------------------
 
-def tensorboard_callbacks(logdir, splits, test):
+def tensorboard_callbacks(logdir, splits, test, config):
+    """Sample predictions every epoch; predicted against true, permutation importance and explained
+    cars at the end (apps/regression_parts.py)."""
     features, targets = next(iter(splits.test.batch(16)))
-    return [regression_parts.RegressionPlots(logdir, serving_inputs(features), np.asarray(targets), test)]
+    return regression_parts.pictures(logdir, serving_inputs(features), np.asarray(targets), test)
+
+
+def explain(model, given: str, version):
+    """--explain CSV (apps/regression_parts.py)."""
+    return regression_parts.explain_cars(model, given)
 
 
 def details(model, splits, config):

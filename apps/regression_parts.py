@@ -4,8 +4,8 @@ CarMaker and Diesel read the raw Auto MPG car name inside the model, so the
 exported model takes the name as TF Serving clients send it. Saved models name
 them by their registered names (tf_app_suite>CarMaker), so loading a saved
 regression model needs this module imported (importing apps.regression does).
-RegressionPlots: each epoch a table of sample predictions, at the end a
-predicted-vs-true scatter image.
+pictures(): each epoch a table of sample predictions; at the end predicted
+against true with the residuals, permutation importance and explained cars.
 """
 from __future__ import annotations
 
@@ -15,7 +15,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from training.callbacks import summary_writer
+from errors import UsageError
+from pipelines import autompg
+from training import explain, figures
+from training.callbacks import Pictures
+from training.figures import plt
 
 
 # Misspellings and short forms in the UCI car names, mapped to one maker each.
@@ -62,47 +66,177 @@ class Diesel(keras.layers.Layer):
         return (*input_shape, 1)
 
 
-def scatter_image(true: np.ndarray, predicted: np.ndarray, size: int = 240) -> np.ndarray:
-    """Predicted (y axis) against true (x axis) as an RGB float image, with the y = x diagonal."""
-    low = float(min(true.min(), predicted.min()))
-    high = float(max(true.max(), predicted.max()))
-    span = max(high - low, 1e-9)
-    image = np.ones((size, size, 3), np.float32)
-    diagonal = np.arange(size)
-    image[size - 1 - diagonal, diagonal] = (0.6, 0.6, 0.6)
-    cols = np.clip(((true - low) / span * (size - 1)).astype(int), 0, size - 1)
-    rows = np.clip(size - 1 - ((predicted - low) / span * (size - 1)).astype(int), 0, size - 1)
-    for dr in (-1, 0, 1):  # 3x3 dots
-        for dc in (-1, 0, 1):
-            image[np.clip(rows + dr, 0, size - 1), np.clip(cols + dc, 0, size - 1)] = (0.8, 0.1, 0.1)
-    return image
+# ---- Pictures and explanations -------------------------------------------------
+
+def column_groups(model) -> list[tuple[str, int]]:
+    """(raw feature, columns) in the order the model's standardisation sees its columns (apps/regression.py:
+    preprocess): the numbers, the origin one-hot, the maker one-hot and the diesel flag."""
+    inputs = model.input if isinstance(model.input, dict) else {}
+    groups = [(name, 1) for name in (*autompg.NUMERIC, "x") if name in inputs]
+    names = {layer.name: layer for layer in model.layers}
+    if "origin_one_hot" in names:
+        groups.append(("origin", names["origin_one_hot"].vocabulary_size()))
+    if "maker_one_hot" in names:
+        groups += [("maker (car_name)", names["maker_one_hot"].vocabulary_size()), ("diesel (car_name)", 1)]
+    return groups
 
 
-class RegressionPlots(keras.callbacks.Callback):
-    """Each epoch: a markdown table of fixed test examples, predicted vs true.
-    At the end: the whole test set as a predicted-vs-true scatter image."""
+def reference_car(model) -> tuple[np.ndarray, str]:
+    """The car every explanation starts from, as standardised columns, and in words: the training split's
+    mean for each number and its most common category for the rest (origin, maker, diesel or not).
 
-    def __init__(self, logdir: str, features: dict, targets: np.ndarray, test: tf.data.Dataset):
-        super().__init__()
-        self.logdir, self.features, self.targets, self.test = logdir, features, targets, test
+    Not the all-zero vector (the mean of every column): its one-hot parts would be a thirtieth of every
+    maker at once, a car that does not exist, for which the ensemble predicted 3.8 mpg."""
+    standardise = model.get_layer("standardise")
+    mean = np.asarray(standardise.mean, np.float32).reshape(-1)
+    scale = np.maximum(np.sqrt(np.asarray(standardise.variance, np.float32).reshape(-1)), 1e-7)
+    raw, words, at = mean.copy(), [], 0
+    names = {layer.name: layer for layer in model.layers}
+    for name, width in column_groups(model):
+        if name in ("origin", "maker (car_name)", "diesel (car_name)"):
+            shares = mean[at:at + width]
+            chosen = int(shares.argmax()) if width > 1 else int(shares[0] > 0.5)
+            raw[at:at + width] = np.eye(width)[chosen] if width > 1 else chosen
+            layer = names.get({"origin": "origin_one_hot", "maker (car_name)": "maker_one_hot"}.get(name, ""))
+            value = layer.get_vocabulary()[chosen] if layer is not None else ("diesel" if chosen else "not diesel")
+            words.append(value if layer is None else f"{name.split(' ')[0]} {autompg.ORIGIN_NAMES.get(value, value)}")
+        at += width
+    return (raw - mean) / scale, "average numbers, " + ", ".join(words)
 
-    def on_epoch_end(self, epoch, logs=None):
-        batch = tf.data.Dataset.from_tensor_slices(self.features).batch(len(self.targets))  # strings need a Dataset
-        predicted = np.asarray(self.model.predict(batch, verbose=0)).reshape(-1)
-        names = list(self.features)
+
+def car_attributions(model, features: dict) -> tuple[list[str], np.ndarray, float, str]:
+    """Integrated gradients on the standardised columns from the reference car, summed per raw
+    feature: [cars, features] in mpg, adding up to each car's prediction minus the reference car's;
+    that prediction, and the reference car in words."""
+    standardise = model.get_layer("standardise")
+    encoded = np.asarray(keras.Model(model.input, standardise.output)(features), np.float32)
+    rest = keras.Model(standardise.output, model.output)
+    baseline, described = reference_car(model)
+    groups = column_groups(model)
+    edges = np.cumsum([0] + [width for _, width in groups])
+    rows = []
+    for car in encoded:
+        columns = explain.integrated_gradients(lambda x: rest(x, training=False)[:, 0], car, baseline)
+        rows.append([columns[edges[i]:edges[i + 1]].sum() for i in range(len(groups))])
+    reference = float(np.asarray(rest(baseline[None]))[0, 0])
+    return [name for name, _ in groups], np.array(rows), reference, described
+
+
+def cars_figure(model, features: dict, predicted: np.ndarray, title: str, names: list[str] | None = None):
+    labels, attributions, average, described = car_attributions(model, features)
+    count = len(attributions)
+    columns = min(count, 2)  # at most two across: TensorBoard shows images at most about 1,000 pixels wide
+    rows = -(-count // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.7 * columns + 0.6, rows * (0.3 * len(labels) + 1.4) + 0.8),
+                                dpi=100, layout="constrained", squeeze=False)
+    for ax in axes.flat[count:]:
+        ax.axis("off")
+    for i, ax in enumerate(axes.flat[:count]):
+        values = attributions[i]
+        ax.barh(range(len(labels)), values, color=[figures.RIGHT if v >= 0 else figures.WRONG for v in values])
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(range(len(labels)), labels)
+        ax.invert_yaxis()
+        ax.set_xlabel("mpg above (+) / below (-) the reference car")
+        name = names[i] if names else f"car {i + 1}"
+        ax.set_title(f"{name[:32]}: predicted {predicted[i]:.1f} mpg", fontsize=9)
+    figure.suptitle(f"{title}: why each prediction differs from the reference car's {average:.1f} mpg\n"
+                    f"(integrated gradients; reference: {described})", fontsize=10)
+    return figure
+
+
+def _predict(model, features: dict) -> np.ndarray:
+    batch = tf.data.Dataset.from_tensor_slices(features).batch(1 << 16)  # strings need a Dataset
+    return np.asarray(model.predict(batch, verbose=0)).reshape(-1)
+
+
+def pictures(logdir, features: dict, targets: np.ndarray, test: tf.data.Dataset) -> list:
+    """Every epoch: a table of fixed test cars, predicted vs true. At the end: predicted against true
+    with the residuals, permutation importance on the test set, and four cars explained."""
+    def epoch_end(model, when):
+        predicted = _predict(model, features)
+        names = list(features)
         rows = ["| " + " | ".join(names) + " | predicted | true | error |", "|---" * (len(names) + 3) + "|"]
-        for i, (p, t) in enumerate(zip(predicted, self.targets)):
-            values = " | ".join(_cell(self.features[n][i]) for n in names)
+        for i, (p, t) in enumerate(zip(predicted, targets)):
+            values = " | ".join(_cell(features[n][i]) for n in names)
             rows.append(f"| {values} | {p:.2f} | {t:.2f} | {p - t:+.2f} |")
-        with summary_writer(self.logdir).as_default():
-            tf.summary.text("sample_predictions/table", "\n".join(rows), step=epoch + 1)
+        return {"sample_predictions/table": "\n".join(rows)}
 
-    def on_train_end(self, logs=None):
-        true = np.concatenate([np.asarray(y) for _, y in self.test]).reshape(-1)
-        predicted = np.asarray(self.model.predict(self.test, verbose=0)).reshape(-1)
-        step = int(self.model.optimizer.iterations.numpy())
-        with summary_writer(self.logdir).as_default():
-            tf.summary.image("predicted_vs_true", scatter_image(true, predicted)[None], step=step)
+    def train_end(model, when):
+        x, y = next(iter(test.unbatch().batch(1 << 16)))
+        x, y = {k: np.asarray(v) for k, v in x.items()}, np.asarray(y).reshape(-1)
+        predicted = _predict(model, x)
+        importance = explain.permutation_importance(lambda f: _predict(model, f), x, y)
+        shown = {k: v[:4] for k, v in x.items()}
+        car_names = [n.decode() for n in shown["car_name"]] if "car_name" in shown else None
+        return {"predicted_vs_true": figures.predicted_vs_true(y, predicted, "mpg" if car_names else "y",
+                                                               f"Test set, {when}"),
+                "explanations/permutation_importance": figures.bars(
+                    list(importance), [m for m, _ in importance.values()], f"Test set, {when}:\nhow much the mean absolute error grows when one\n"
+                    "feature is shuffled across the cars (5 shuffles; bars: their spread)",
+                    "increase of the test MAE", errors=[sd for _, sd in importance.values()]),
+                "explanations/cars": cars_figure(model, shown, predicted[:4], f"Test cars, {when}", car_names)}
+
+    return [Pictures(logdir, epoch_end, train_end)]
+
+
+def read_cars(given: str, inputs: dict) -> dict:
+    """--explain's cars as the model's raw inputs: a CSV file with a header row, or one row of values
+    in the data set's column order. Each missing column, or a value of the wrong kind, is one clear line."""
+    import csv
+    import io
+    from pathlib import Path
+
+    order = [name for name in autompg.FEATURES if name in inputs] or list(inputs)
+    path = Path(given)
+    if path.suffix.lower() == ".csv" or path.is_file():
+        if not path.is_file():
+            raise UsageError(f"--explain {given}: no such file; give a CSV file with a header row, or one car's values")
+        rows = list(csv.DictReader(io.StringIO(path.read_text())))
+        if not rows:
+            raise UsageError(f"--explain {given}: no cars in the file (a header row, then one car per row)")
+    else:
+        values = next(csv.reader([given]))
+        if len(values) != len(order):
+            raise UsageError(f"--explain: {len(values)} values for the {len(order)} features; give them in this order: "
+                             f"{', '.join(order)}")
+        rows = [dict(zip(order, values))]
+    missing = [name for name in order if name not in rows[0]]
+    if missing:
+        raise UsageError(f"--explain {given}: missing column(s) {', '.join(missing)}; the model takes {', '.join(order)}")
+    features = {}
+    for name in order:
+        kind = inputs[name].dtype
+        cells = [(row[name] or "").strip() for row in rows]
+        try:
+            if kind == "string":
+                features[name] = np.array([c.encode() for c in cells], dtype=object)
+            else:
+                numbers = np.array([float(c) for c in cells])
+                if "int" in kind and not np.all(numbers == np.round(numbers)):
+                    raise ValueError("a whole number is needed")
+                features[name] = numbers.astype(kind)
+        except ValueError as err:
+            raise UsageError(f"--explain: column {name} needs {'whole numbers' if 'int' in kind else 'numbers'}, "
+                             f"got {cells} ({err})") from None
+    return features
+
+
+def explain_cars(model, given: str) -> explain.Explanation:
+    """--explain CARS: each car's predicted mpg, and what each feature added or took away."""
+    features = read_cars(given, model.input)
+    predicted = _predict(model, features)
+    names = [n.decode() for n in features["car_name"]] if "car_name" in features else None
+    labels, attributions, average, described = car_attributions(model, features)
+    lines = [f"reference car: {described}, predicted {average:.1f} mpg"]
+    for i in range(len(predicted)):
+        parts = sorted(zip(labels, attributions[i]), key=lambda p: -abs(p[1]))
+        lines.append(f"{(names[i] if names else f'car {i + 1}')}: {predicted[i]:.1f} mpg = reference {average:.1f} "
+                     + " ".join(f"{v:+.1f} ({k})" for k, v in parts))
+    shown = {k: v[:6] for k, v in features.items()}
+    figure = cars_figure(model, shown, predicted[:6], "Your cars" + (" (the first 6)" if len(predicted) > 6 else ""),
+                         names[:6] if names else None)
+    return explain.Explanation(", ".join(f"{p:.1f}" for p in predicted) + " mpg", figure, lines)
 
 
 def _cell(value) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from apps import characters
+from apps import characters, sentiment_parts
 from errors import UsageError
 from pipelines import text as text_data
 from training import callbacks as cb
@@ -27,6 +27,7 @@ from training.litert import VARIANTS, LiteRT
 
 NAME = "sentiment"
 OBJECTIVE = "val_accuracy"  # what python -m tuning sentiment maximises
+EXPLAIN_INPUT = "a text (in quotes): its label, and the words the prediction rests on"
 
 
 def add_arguments(group):
@@ -199,9 +200,8 @@ def serving(config, splits):
         probabilities = model(encode(text), training=False)
         return {"probabilities": probabilities, "label": tf.gather(names, tf.argmax(probabilities, axis=-1))}
 
-    files = characters.files(splits.info["vectorizer"]) if config.model == "lstm" else {}
     return Serving(NAME, {"text": tf.TensorSpec([None], tf.string)}, ("probabilities", "label"), serve,
-                   splits.info["vectorizers"], files, metric=("accuracy", "probabilities"), litert=litert(config, splits))
+                   splits.info["vectorizers"], sentiment_parts.files(config, splits), metric=("accuracy", "probabilities"), litert=litert(config, splits))
 
 
 def litert(config, splits) -> LiteRT:
@@ -230,30 +230,16 @@ def serving_inputs(features):
 
 # ---- TensorBoard and report -------------------------------------------------
 
-class TextPredictions(keras.callbacks.Callback):
-    """Each epoch: fixed test texts with the predicted label, its probability and the true label."""
-
-    def __init__(self, logdir: str, texts: list[str], labels: list[int], info: dict):
-        super().__init__()
-        self.logdir, self.texts, self.labels = logdir, texts, labels
-        self.encode, self.class_names = info["encode"], list(info["class_names"])
-
-    def on_epoch_end(self, epoch, logs=None):
-        probabilities = self.model.predict(self.encode(tf.constant(self.texts)), verbose=0)
-        rows = ["| text | predicted | p | true |", "|---|---|---|---|"]
-        for text, p, label in zip(self.texts, probabilities, self.labels):
-            mark = "" if p.argmax() == label else " **wrong**"
-            cell = text.replace("|", "\\|").replace("\n", " ")[:200]
-            rows.append(f"| {cell} | {self.class_names[p.argmax()]} | {p.max():.3f} | {self.class_names[label]}{mark} |")
-        with cb.summary_writer(self.logdir).as_default():
-            tf.summary.text("sample_predictions/table", "\n".join(rows), step=epoch + 1)
-
-
-def tensorboard_callbacks(logdir, splits, test):
-    sample = list(splits.test.take(8).as_numpy_iterator())
-    texts, labels = [t.decode("utf-8") for t, _ in sample], [int(y) for _, y in sample]
-    return [TextPredictions(logdir, texts, labels, splits.info),
+def tensorboard_callbacks(logdir, splits, test, config):
+    """Sample predictions and the words they rest on every epoch (apps/sentiment_parts.py); the learned
+    embedding (or the bag's first-layer weights per word) in the Projector at the end."""
+    return [*sentiment_parts.pictures(logdir, splits, config),
             cb.EmbeddingProjector(logdir, splits.info["vectorizer"].get_vocabulary())]
+
+
+def explain(model, given: str, version):
+    """--explain "TEXT" (apps/sentiment_parts.py)."""
+    return sentiment_parts.explain_text(model, given, version)
 
 
 def macro_f1(model, splits) -> float:

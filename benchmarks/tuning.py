@@ -30,7 +30,8 @@ import keras_tuner  # noqa: E402
 
 from training.config import parse_config  # noqa: E402
 from training.run import run  # noqa: E402
-from tuning.trials import AppHyperModel, objective_direction  # noqa: E402
+from training.hparams import objective_direction  # noqa: E402
+from tuning.trials import AppHyperModel  # noqa: E402
 
 SETUPS = {
     # About 25 trials fit in the 20 minutes: 8 at random, then the Gaussian process.

@@ -31,6 +31,7 @@ FEATURES = {
 NUMERIC = ("cylinders", "displacement", "horsepower", "weight", "acceleration", "model_year")
 TARGET = "mpg"
 ORIGINS = (1, 2, 3)  # USA, Europe, Japan
+ORIGIN_NAMES = {1: "USA", 2: "Europe", 3: "Japan"}
 UCI_URL = "https://archive.ics.uci.edu/ml/machine-learning-databases/auto-mpg/auto-mpg.data"
 UCI_HOST = ("archive.ics.uci.edu", 443)
 MIRROR_MEMBER = "mlxtend/data/data/autompg.csv.gz"

@@ -58,17 +58,22 @@ def mnist_arrays(data_dir):
     return mirror_arrays(Path(data_dir))
 
 
-@pytest.fixture(scope="module")
-def trained_mlp(mnist_arrays):
-    """(model, config): the seed MLP after one epoch on 8,000 real MNIST images (tests/test_export.py, test_deployment.py)."""
+def train_seed_model(mnist_arrays, name: str):
+    """(model, config): an MNIST model (apps/images.py) after one epoch on 8,000 real MNIST images."""
     from apps import images, mnist
     from training.config import parse_config
 
-    config = parse_config(mnist, ["--model", "mlp"])
-    model, kwargs = images.build_mlp(config, None, 100)
+    config = parse_config(mnist, ["--model", name])
+    model, kwargs = images.MODELS[name].build(config, None, 125)
     model.compile(**kwargs)
     model.fit(mnist_arrays["x_train"][:8000], mnist_arrays["y_train"][:8000], batch_size=64, epochs=1, verbose=0)
     return model, config
+
+
+@pytest.fixture(scope="module")
+def trained_mlp(mnist_arrays):
+    """The seed MLP (S1) and its config (tests/test_export.py, test_deployment.py)."""
+    return train_seed_model(mnist_arrays, "mlp")
 
 
 # Runs whose export is not what a test is about: no LiteRT files (seconds per export), and
@@ -145,3 +150,47 @@ def where(global_step: int, steps_per_epoch: int) -> str:
     if step == 0:
         return f"at the end of epoch {epoch} (global step {global_step})"
     return f"in epoch {epoch + 1} after step {step} of {steps_per_epoch} (global step {global_step})"
+
+
+# ---- A real TensorBoard over a run's logs, read through its HTTP data routes (tests/test_apps.py, test_cli.py)
+
+class TensorBoard:
+    """`tensorboard --logdir LOGDIR` on 127.0.0.1 for the duration of a with-block; get() and post() its routes."""
+
+    def __init__(self, logdir: Path):
+        self.logdir, self.port = logdir, free_ports(1)[0]
+
+    def __enter__(self):
+        import urllib.request
+
+        self.process = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(self.logdir),
+                                         "--host", "127.0.0.1", "--port", str(self.port), "--reload_interval", "0"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/data/runs", timeout=5)
+                return self
+            except OSError:
+                if self.process.poll() is not None or time.time() > deadline:
+                    raise AssertionError(f"tensorboard did not start: {self.process.communicate()[1][-2000:]}")
+                time.sleep(0.5)
+
+    def get(self, route: str, raw: bool = False):
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/{route}", timeout=60) as response:
+            body = response.read()
+        return body if raw else json.loads(body)
+
+    def post(self, route: str, body: dict):
+        import urllib.request
+
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/{route}", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())
+
+    def __exit__(self, *exc):
+        self.process.kill()
+        self.process.wait()

@@ -1,6 +1,8 @@
 """apps.regression, apps.sentiment and apps.charlm end to end: a smoke epoch under the default strategy
 and under a 2-replica MirroredStrategy on logical CPUs, TensorBoard read back, the
 export served by a fresh process; S3's line against least squares; bad input."""
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -8,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, cli, error_lines
+from conftest import ROOT, TensorBoard, cli, error_lines
 from test_cli import _tags
 
 # Under mirrored2 the export is checked as always but writes no LiteRT files: the default runs cover those.
@@ -88,7 +90,8 @@ def test_regression_smoke(tmp_path, data_dir, strategy):
     out, run_dir, finished = _run(tmp_path, "regression", *STRATEGIES[strategy])
     assert ("over 2 replica(s)" in out) == (strategy == "mirrored2")
     assert 0 < finished["test_mae"] < 30
-    assert {"sample_predictions/table", "predicted_vs_true", "test_mae"} <= _tags(run_dir / "test")
+    assert {"sample_predictions/table", "predicted_vs_true", "explanations/permutation_importance", "explanations/cars",
+            "test_mae"} <= _tags(run_dir / "test")
     served = _serve(tmp_path / "sm" / "regression" / "1")
     request = json.loads((tmp_path / "sm" / "regression" / "1" / "sample_request.json").read_text())
     assert set(request["instances"][0]) == {"cylinders", "displacement", "horsepower", "weight", "acceleration",
@@ -105,6 +108,9 @@ def test_regression_smoke(tmp_path, data_dir, strategy):
         fn(**{("weigth" if k == "weight" else k): v for k, v in good.items()})
     with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError), match="expected to be a float tensor but is a string"):
         fn(**{**good, "weight": tf.constant(["heavy", "light"])})
+    if strategy == "default":
+        _explains(tmp_path, "regression", "4,97,88,2130,14.5,70,3,datsun pl510", "reference car:", "4,97,88",
+                  "3 values for the 8 features")
 
 
 def test_linear_lands_on_least_squares(tmp_path):
@@ -125,11 +131,69 @@ def test_sentiment_smoke(tmp_path, data_dir, strategy):
     out, run_dir, finished = _run(tmp_path, "sentiment", *STRATEGIES[strategy])
     assert "texts with conflicting labels dropped" in out and "test_macro_f1:" in out
     assert 0 <= finished["details"]["test_macro_f1"] <= 1
-    assert {"sample_predictions/table", "test_accuracy"} <= _tags(run_dir / "test")
+    assert {"sample_predictions/table", "explanations/text", "explanations/image", "test_accuracy"} <= _tags(run_dir / "test")
     assert (run_dir / "test" / "projector_config.pbtxt").exists() and (run_dir / "test" / "metadata.tsv").exists()
     served = _serve(tmp_path / "sm" / "sentiment" / "1")
     assert set(served["label"]) <= {"negative", "neutral", "positive"}
     np.testing.assert_allclose(np.sum(served["probabilities"], axis=1), 1.0, atol=1e-4)
+    if strategy == "default":
+        _tensorboard_serves_everything(tmp_path / "runs" / "sentiment", run_dir.name)
+        _explains(tmp_path, "sentiment", "what a great flight, thank you", "the words it rests on (occlusion)",
+                  "   ", "needs a non-empty text")
+
+
+def _tensorboard_serves_everything(logdir, run):
+    """A real TensorBoard serves every kind of entry the run wrote: scalars, images, text, HParams, projector."""
+    from urllib.parse import urlencode
+
+    with TensorBoard(logdir) as board:
+        scalars = board.get("data/plugin/scalars/tags")
+        assert {"epoch_accuracy", "best_accuracy", "epoch_loss", "best_loss"} <= set(scalars[f"{run}/validation"])
+        assert {"test_accuracy", "test_loss", "test_macro_f1"} <= set(scalars[f"{run}/test"])
+        assert {"epoch_loss", "batch_loss", "batch_learning_rate"} <= set(scalars[f"{run}/train"])
+        assert "explanations/image" in board.get("data/plugin/images/tags")[f"{run}/test"]
+        (image,) = board.get("data/plugin/images/images?" + urlencode({"run": f"{run}/test", "tag": "explanations/image"}))
+        assert board.get("data/plugin/images/individualImage?" + image["query"], raw=True).startswith(b"\x89PNG")
+        assert {"sample_predictions/table", "explanations/text"} <= set(board.get("data/plugin/text/tags")[f"{run}/test"])
+        (text,) = board.get("data/plugin/text/text?" + urlencode({"run": f"{run}/test", "tag": "explanations/text"}))
+        assert "<strong>" in text["text"] and "strongest: <code>" in text["text"]  # markdown, rendered
+        experiment = board.post("data/plugin/hparams/experiment", {"experimentName": ""})
+        columns = {h["name"] for h in experiment["hparamInfos"]}
+        assert {"model", "epochs", "batch_size", "learning_rate", "precision", "replicas", "max_tokens", "units",
+                "filters"} <= columns  # every sentiment model's hyperparameters, the cnn's too
+        assert not columns & {"logdir", "export_dir", "backup_every", "run_id", "profile", "fresh", "smoke", "cpu_devices"}
+        metrics = {(m["name"]["group"], m["name"]["tag"]) for m in experiment["metricInfos"]}
+        assert {("validation", "epoch_accuracy"), ("validation", "best_accuracy"), ("test", "test_accuracy"),
+                ("test", "test_macro_f1")} <= metrics
+        (group,) = board.post("data/plugin/hparams/session_groups", {
+            "experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+            "colParams": [], "startIndex": 0, "sliceSize": 10})["sessionGroups"]
+        assert group["hparams"]["model"] == "bag" and group["hparams"]["learning_rate"] == pytest.approx(0.003)
+        assert f"{run}/test" in board.get("data/plugin/projector/runs")
+        (embedding,) = board.get("data/plugin/projector/info?" + urlencode({"run": f"{run}/test"}))["embeddings"]
+        assert embedding["metadataPath"] == "metadata.tsv" and embedding["tensorShape"][0] > 100
+
+
+def _explains(tmp_path, app, given, expected, bad, complaint):
+    """python -m apps.<app> --explain, in this process: the prediction and a picture; bad input is one line."""
+    import importlib
+
+    from training.run import main
+
+    module = importlib.import_module(f"apps.{app}")
+    picture = tmp_path / "explained.png"
+    common = ["--export-dir", str(tmp_path / "sm"), "--logdir", str(tmp_path / "runs")]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(module, ["--explain", given, "--explain-to", str(picture), *common]) == 0
+    assert "prediction:" in out.getvalue() and expected in out.getvalue(), out.getvalue()
+    from PIL import Image
+
+    assert Image.open(picture).size[0] >= 400
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(module, ["--explain", bad, *common]) == 2
+    assert err.getvalue().count("\n") == 1 and complaint in err.getvalue(), err.getvalue()
 
 
 @pytest.mark.slow
@@ -142,6 +206,8 @@ def test_character_sentiment_model_smoke(tmp_path, data_dir):
     export = tmp_path / "sm" / "sentiment" / "1"
     assert json.loads((export / "vocabulary.json").read_text()) == vocabulary
     assert set(_serve(export)["label"]) <= {"negative", "neutral", "positive"}
+    assert {"explanations/text", "explanations/image"} <= _tags(run_dir / "test")  # characters summed per word
+    _explains(tmp_path, "sentiment", "my flight was delayed", "(integrated gradients)", "", "needs a non-empty text")
 
 
 @pytest.mark.slow
@@ -149,13 +215,14 @@ def test_language_model_smoke_generate_and_bad_prompts(tmp_path, data_dir):
     out, run_dir, finished = _run(tmp_path, "charlm", "--sequence-length", "48")
     details = finished["details"]
     assert details["test_perplexity"] > 1 and details["bigram_test_perplexity"] > 1
-    assert "sample_continuations" in _tags(run_dir / "test")
+    assert {"sample_continuations", "explanations/text", "explanations/image"} <= _tags(run_dir / "test")
     export = tmp_path / "sm" / "charlm" / "1"
     served = _serve(export)
     assert len(served["next_token"]) == 2 and served["unknown_characters"] == [0, 0]
     vocabulary = json.loads((export / "vocabulary.json").read_text())
     assert len(served["probabilities"][0]) == len(vocabulary)
 
+    _explains(tmp_path, "charlm", "I think that", "next character", "snow \u2603", "never saw in training")
     generated = cli("apps.charlm", "--generate", "I think", "--length", "20", "--export-dir", str(tmp_path / "sm"))
     assert generated.stdout.strip().splitlines()[-1].startswith("I think")
     for prompt, words in [("snow \u2603 man", "never saw in training: '\u2603'"), ("  ", "non-empty prompt")]:

@@ -24,17 +24,34 @@ def test_op_graph_for_a_model_with_named_dict_inputs(tmp_path):
     assert _reload(tmp_path).Tags()["graph"]
 
 
-def test_confusion_matrix_counts_and_image(tmp_path):
+def test_pictures_write_figures_as_images_and_markdown_as_text(tmp_path):
+    """Pictures: what an app draws each epoch and at the end lands as images and text; the
+    confusion matrix counts true rows against predicted columns."""
+    from training import figures
+
     matrix = cb.confusion_matrix(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), 3)
     assert matrix.tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 1]]
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, activation="softmax")])
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     data = tf.data.Dataset.from_tensor_slices((np.random.rand(30, 2).astype("float32"), np.arange(30) % 3)).batch(8)
-    model.fit(data, epochs=1, verbose=0, shuffle=False,
-              callbacks=[cb.ConfusionMatrix(str(tmp_path), data, ["a", "b", "c"])])
+    seen = []
+
+    def epoch_end(model, when):
+        seen.append(when)
+        return {"table": "| a | b |\n|---|---|\n| 1 | 2 |"}
+
+    def train_end(model, when):
+        seen.append(when)
+        return {"confusion_matrix": figures.confusion_matrix(matrix, ["a", "b", "c"], f"test, {when}")}
+
+    model.fit(data, epochs=2, verbose=0, callbacks=[cb.Pictures(str(tmp_path), epoch_end, train_end)])
     cb.flush_writers()
-    tags = set(_reload(tmp_path).Tags()["tensors"])
-    assert {"confusion_matrix/image", "confusion_matrix/counts"} <= tags
+    events = _reload(tmp_path)
+    assert seen == ["after epoch 1", "after epoch 2", "end of training, step 8"]
+    assert [e.step for e in events.Tensors("table")] == [1, 2]
+    (image,) = events.Tensors("confusion_matrix")
+    width, height, png = tf.make_ndarray(image.tensor_proto)
+    assert image.step == 8 and png.startswith(b"\x89PNG") and int(width) > 300 and int(height) > 300
 
 
 def test_every_n_steps_fires_even_when_keras_skips_steps():
@@ -46,3 +63,14 @@ def test_every_n_steps_fires_even_when_keras_skips_steps():
         last = step
     assert fired == [8, 12, 16, 20]
     assert [s for s in range(1, 11) if cb.crossed(s - 1, s, 5)] == [5, 10]  # one step at a time: exact multiples
+
+
+def test_hparams_columns_that_differ_between_an_apps_runs_come_first(tmp_path):
+    """TensorBoard ticks the first five HParams columns, differing ones first: the ones runs differ in."""
+    from training.hparams import differing
+
+    for run, rate in (("a-1", 0.003), ("a-2", 0.001), ("b-1", 0.003)):
+        (tmp_path / run).mkdir()
+        config = {"model": "cnn_bn", "epochs": 3, "learning_rate": rate, "options": {}, "hparams": {"dropout": 0.25}}
+        (tmp_path / run / "run_config.json").write_text(__import__("json").dumps(config))
+    assert differing(tmp_path, ["model", "epochs", "learning_rate", "dropout", "precision"]) == {"learning_rate"}

@@ -57,15 +57,15 @@ def test_smoke_run_end_to_end(tmp_path, data_dir, mnist_arrays, strategy):
         assert evaluation["litert"]["float32"]["max_difference"] <= 1e-4
 
     # TensorBoard: scalars per epoch and per N steps, learning rate, histograms,
-    # the graph, sample predictions, confusion matrix, test metrics, hparams.
+    # the graph, labelled sample predictions, explanations, confusion matrix, test metrics, hparams.
     train = _tags(run_dir / "train")
     assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate", "batch_loss", "batch_learning_rate",
             "keras", "__graph__"} <= train  # conceptual Keras graph and op graph
     assert any(t.endswith("/histogram") for t in train)
     assert {"epoch_loss", "epoch_accuracy"} <= _tags(run_dir / "validation")
-    assert {"sample_predictions/images", "sample_predictions/table", "confusion_matrix/image",
-            "confusion_matrix/counts", "test_accuracy"} <= _tags(run_dir / "test")
-    assert "_hparams_/session_start_info" in _tags(run_dir)
+    assert {"sample_predictions", "explanations", "confusion_matrix", "test_accuracy"} <= _tags(run_dir / "test")
+    assert {"_hparams_/session_start_info", "_hparams_/experiment"} <= _tags(run_dir)
+    assert "best_accuracy" in _tags(run_dir / "validation")
     if "--profile" in strategy:
         assert list((run_dir / "train" / "plugins" / "profile").glob("*/*.xplane.pb"))
 

@@ -2,8 +2,8 @@
 
 Each one does one thing TensorBoard users expect and Keras does not do itself:
 step-level scalars (working around a Keras bug), a per-step JSON log, plain-text progress for
-non-terminals, the run's hyperparameters, sample predictions, a confusion
-matrix, and a learned embedding in the Projector.
+non-terminals, the pictures an app draws (Pictures),
+and a learned embedding in the Projector.
 """
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorboard.plugins.hparams import api as hparams_api
 
 
 def crossed(previous: int, now: int, every: int) -> bool:
@@ -138,71 +137,10 @@ class PlainProgress(keras.callbacks.Callback):
         print(f"  epoch {self.epoch + 1} step {batch + 1}{total} ({rate:.1f} steps/s) {metrics}", flush=True)
 
 
-def hparams_values(config) -> dict:
-    """The run's hyperparameters in the types the HParams dashboard accepts."""
-    flat = {k: v for k, v in vars(config).items() if k not in ("options", "hparams")}
-    flat.update({f"option.{k}": v for k, v in config.options.items()})
-    flat.update({f"hparam.{k}": v for k, v in config.hparams.items()})
-    return {k: v for k, v in flat.items() if isinstance(v, (bool, int, float, str)) and k != "data_dir"}
-
-
-class HParams(keras.callbacks.Callback):
-    """Records the run's hyperparameters for TensorBoard's HParams dashboard.
-
-    The dashboard pairs them with the scalars of the same run folder
-    (validation/epoch_accuracy, test/test_accuracy, ...), so no metric list is
-    declared here: it infers them from what the run actually logged.
-    """
-
-    def __init__(self, run_dir: str, values: dict, trial_id: str):
-        super().__init__()
-        self.run_dir, self.values, self.trial_id = run_dir, values, trial_id
-
-    def on_train_begin(self, logs=None):
-        with summary_writer(self.run_dir).as_default():
-            hparams_api.hparams(self.values, trial_id=self.trial_id)
-
-
 def write_scalars(logdir: str, values: dict, step: int) -> None:
     with summary_writer(logdir).as_default():
         for name, value in values.items():
             tf.summary.scalar(name, value, step=step)
-
-
-def _grid(images: np.ndarray, columns: int) -> np.ndarray:
-    """[N, H, W, 3] -> one [rows*H, columns*W, 3] image."""
-    n, h, w, c = images.shape
-    rows = -(-n // columns)
-    canvas = np.zeros((rows * h, columns * w, c), images.dtype)
-    for i, image in enumerate(images):
-        r, col = divmod(i, columns)
-        canvas[r * h:(r + 1) * h, col * w:(col + 1) * w] = image
-    return canvas
-
-
-class SamplePredictions(keras.callbacks.Callback):
-    """After each epoch: a grid of fixed test images (wrong predictions tinted
-    red) and a text table of predicted vs true class."""
-
-    def __init__(self, logdir: str, images: np.ndarray, labels: np.ndarray, class_names, columns: int = 8):
-        super().__init__()
-        self.logdir, self.images, self.labels = logdir, images, labels
-        self.class_names, self.columns = list(class_names), columns
-
-    def on_epoch_end(self, epoch, logs=None):
-        probabilities = self.model.predict(self.images, verbose=0)
-        predicted = probabilities.argmax(-1)
-        grey = self.images.astype(np.float32) / 255.0
-        rgb = np.repeat(grey if grey.shape[-1] == 1 else grey[..., :1], 3, axis=-1)
-        wrong = predicted != self.labels
-        rgb[wrong, ..., 1:] *= 0.3  # keep red, dim green and blue
-        rows = ["| # | predicted | p | true |", "|---|---|---|---|"]
-        for i, (p, t) in enumerate(zip(predicted, self.labels)):
-            mark = "" if p == t else " **wrong**"
-            rows.append(f"| {i} | {self.class_names[p]} | {probabilities[i, p]:.3f} | {self.class_names[t]}{mark} |")
-        with summary_writer(self.logdir).as_default():
-            tf.summary.image("sample_predictions/images", _grid(rgb, self.columns)[None], step=epoch + 1)
-            tf.summary.text("sample_predictions/table", "\n".join(rows), step=epoch + 1)
 
 
 def confusion_matrix(labels, predicted, num_classes) -> np.ndarray:
@@ -211,32 +149,37 @@ def confusion_matrix(labels, predicted, num_classes) -> np.ndarray:
     return matrix
 
 
-class ConfusionMatrix(keras.callbacks.Callback):
-    """At the end of training: the test set's confusion matrix as a heat-map image
-    (rows: true class, columns: predicted; cell size by class count) and as a
-    text table with the counts."""
+class Pictures(keras.callbacks.Callback):
+    """What an app draws from the model for people to look at, in TensorBoard's Images and Text tabs.
 
-    def __init__(self, logdir: str, dataset: tf.data.Dataset, class_names, cell: int = 24):
+    epoch_end(model, when) and train_end(model, when) return {tag: figure or
+    markdown}; `when` says which model state it is ("after epoch 3"). Figures
+    (training/figures.py) become images, strings text. Epoch pictures are at
+    step epoch + 1; the end-of-training ones at the optimizer's global step.
+    """
+
+    def __init__(self, logdir: str, epoch_end=None, train_end=None):
         super().__init__()
-        self.logdir, self.dataset, self.class_names, self.cell = logdir, dataset, list(class_names), cell
+        self.logdir, self.epoch_end, self.train_end = logdir, epoch_end, train_end
+
+    def write(self, pictures: dict, step: int) -> None:
+        from training.figures import figure_image
+
+        with summary_writer(self.logdir).as_default():
+            for tag, picture in pictures.items():
+                if isinstance(picture, str):
+                    tf.summary.text(tag, picture, step=step)
+                else:
+                    tf.summary.image(tag, figure_image(picture)[None], step=step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.epoch_end is not None:
+            self.write(self.epoch_end(self.model, f"after epoch {epoch + 1}"), epoch + 1)
 
     def on_train_end(self, logs=None):
-        labels = np.concatenate([np.asarray(y) for _, y in self.dataset])
-        predicted = self.model.predict(self.dataset, verbose=0).argmax(-1)
-        n = len(self.class_names)
-        matrix = confusion_matrix(labels, predicted, n)
-        rates = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
-        # Log scale so the few off-diagonal errors stay visible next to the diagonal.
-        heat = np.log1p(rates * 1000) / np.log1p(1000)
-        image = np.stack([heat, heat * 0.35, 1 - heat], axis=-1)  # blue (0) -> red (1)
-        image = np.kron(image, np.ones((self.cell, self.cell, 1)))
-        header = "| true \\ predicted | " + " | ".join(self.class_names) + " |"
-        rows = [header, "|" + "---|" * (n + 1)]
-        rows += [f"| {self.class_names[i]} | " + " | ".join(str(c) for c in matrix[i]) + " |" for i in range(n)]
-        step = int(self.model.optimizer.iterations.numpy())
-        with summary_writer(self.logdir).as_default():
-            tf.summary.image("confusion_matrix/image", image[None].astype(np.float32), step=step)
-            tf.summary.text("confusion_matrix/counts", "\n".join(rows), step=step)
+        if self.train_end is not None:
+            step = int(self.model.optimizer.iterations.numpy())
+            self.write(self.train_end(self.model, f"end of training, step {step:,}"), step)
 
 
 def progress_verbosity() -> int:

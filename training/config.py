@@ -1,13 +1,13 @@
-"""Run configuration: one typed dataclass and one command-line vocabulary for every app.
+"""Run configuration: one typed dataclass for every app, filled from the shared command line.
 
-Every app's command line is built here from the app module's MODELS dict, so
-`--epochs`, `--strategy`, `--smoke`, ... mean the same thing everywhere. Bad
-input never gets a traceback: it raises UsageError, which the CLI prints as one
-line and exits with code 2.
+Every app's command line (training/command_line.py) is built from the app
+module's MODELS dict, so `--epochs`, `--strategy`, `--smoke`, ... mean the same
+thing everywhere; parse_config turns it into a RunConfig with the model's own
+defaults. Bad input never gets a traceback: it raises UsageError, which the CLI
+prints as one line and exits with code 2.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -15,7 +15,6 @@ import os
 from typing import Callable, NamedTuple
 
 from errors import UsageError
-from training.litert import VARIANTS as LITERT_VARIANTS
 
 
 class ModelSpec(NamedTuple):
@@ -108,6 +107,10 @@ class RunConfig:
     fine_tune_learning_rate: float | None = None  # None: a tenth of learning_rate
     publish: str = "gate"  # gate: only if not worse than the newest published version (training/deployment.py)
     litert: str = "all"  # the LiteRT files each export gets (training/litert.py): all, one variant, or none
+    verbose: bool = False  # TensorFlow's own start-up and info lines too (training/terminal.py)
+    explain: str | None = None  # explain this input with an exported model instead of training (training/explain.py)
+    explain_model: str = ""
+    explain_to: str = ""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -127,7 +130,7 @@ class RunConfig:
 
 
 NOT_MODEL_DEFINING = ("fresh", "run_id", "logdir", "export_dir", "data_dir", "profile", "log_every", "backup_every",
-                      "publish", "litert")
+                      "publish", "litert", "verbose", "explain", "explain_model", "explain_to")
 
 
 def differences(old: dict, new: dict) -> str:
@@ -150,107 +153,10 @@ def differences(old: dict, new: dict) -> str:
     return ", ".join(f"{flag(k)} {value(b.get(k))} (was {value(a.get(k))})" for k in changed) or "none"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse would print usage and exit; we want one line
-        raise UsageError(f"{message} (see --help)")
-
-
-def _positive(kind):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
-
-    parse.__name__ = f"positive {kind.__name__}"
-    return parse
-
-
-def _profile_window(text):
-    if not text:
-        return ""
-    parts = text.split(",")
-    try:
-        start, stop = (int(p) for p in parts) if len(parts) == 2 else (int(parts[0]),) * 2
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected STEP or START,STOP, got {text!r}")
-    if not 0 < start <= stop:
-        raise argparse.ArgumentTypeError(f"need 0 < START <= STOP, got {text!r}")
-    return f"{start},{stop}"
-
-
-def build_parser(app) -> argparse.ArgumentParser:
-    """The shared command line, with the app's model choices and its own extra flags."""
-    models = "; ".join(f"{name}: {spec.help}" for name, spec in app.MODELS.items())
-    parser = _Parser(
-        prog=f"python -m apps.{app.NAME}",
-        description=(app.__doc__ or "").strip().splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add = parser.add_argument
-    add("--model", choices=list(app.MODELS), default=None, help=f"{models} (default: {app.DEFAULT_MODEL})")
-    add("--epochs", type=_positive(int), help="training epochs (default: the model's own; 1 with --smoke)")
-    add("--batch-size", type=_positive(int), help="GLOBAL batch size, split across replicas (default: the model's own)")
-    add("--learning-rate", type=_positive(float), help="peak learning rate (default: the model's own)")
-    add("--seed", type=int, default=42, help="seeds weights, shuffling and augmentation; the input pipeline is deterministic")
-    add("--strategy", choices=STRATEGIES, default="auto",
-        help="tf.distribute strategy; auto: TPU if found, else all GPUs (mirrored), else one GPU, else CPU")
-    add("--cpu-devices", type=_positive(int), default=1,
-        help="split the CPU into N logical devices (lets 'mirrored' run N replicas without GPUs)")
-    add("--mixed-precision", choices=MIXED_PRECISION, default="auto",
-        help="auto: bfloat16 on TPU, float16 on GPUs with compute capability >= 7.0, off on CPU")
-    add("--xla", choices=("auto", "on", "off"), default="auto", help="XLA-compile the train step (auto: Keras decides; off on CPU)")
-    add("--steps-per-execution", type=_positive(int), default=1, help="train steps per tf.function call")
-    add("--data-source", choices=DATA_SOURCES, default="auto",
-        help="online: the data set's public source (TensorFlow Datasets for mnist and text, the UCI file for regression); "
-             "tfds: the same, by its TFDS name; mirror: the hash-pinned offline mirror; "
-             "auto: prepared or reachable online data, else the mirror")
-    add("--data-dir", default=default_data_dir(), help="cache for downloads and converted data (env TFSUITE_DATA_DIR)")
-    add("--logdir", default="runs", help="TensorBoard logs and checkpoints go to LOGDIR/<app>/<run id>/")
-    add("--export-dir", default="saved_models", help="SavedModels go to EXPORT_DIR/<app>/<version>/")
-    add("--fresh", action="store_true", help="start a new run even if an interrupted run of the same command exists")
-    add("--smoke", action="store_true", help="a small slice of the data and one short epoch: tries the whole path in seconds")
-    add("--log-every", type=_positive(int), default=100, help="write step-level TensorBoard scalars every N steps")
-    add("--backup-every", type=_positive(int), default=200,
-        help="back up the whole training state every N steps (and at every epoch end): a rerun resumes at that step")
-    add("--profile", type=_profile_window, default="", help="profile steps START,STOP into TensorBoard's Profile tab")
-    add("--run-id", default="", help="name the run folder yourself (default: <model>-<config hash>-<n>)")
-    add("--deterministic", action="store_true",
-        help="TensorFlow's op determinism: the same command gives bit-identical weights, killed and resumed or not "
-             "(no cost measured on CPU; see the README)")
-    add("--hparams", metavar="FILE", default="",
-        help="JSON of hyperparameter values (e.g. a search's best_hparams.json) for the model's search space; "
-             "--batch-size and --learning-rate given on the command line still win")
-    add("--train-examples", type=_positive(int), default=0, metavar="N",
-        help="train on N training examples drawn at random by --seed (few labels); validation and test stay whole")
-    transfer = parser.add_argument_group("transfer learning (training/transfer.py)")
-    transfer.add_argument("--init-from", metavar="PATH", default="",
-                          help="start from a trained model: a model.keras, a run folder, an exported version, or an "
-                               "app's export folder (its newest version); layers matching by name and shape are loaded")
-    transfer.add_argument("--freeze", action="store_true",
-                          help="keep the loaded layers as loaded for --epochs epochs (batch norm in inference mode)")
-    transfer.add_argument("--fine-tune-epochs", type=_positive(int), default=0, metavar="N",
-                          help="with --freeze: then unfreeze and train everything N more epochs at a lower learning rate")
-    transfer.add_argument("--fine-tune-learning-rate", type=_positive(float), default=None, metavar="RATE",
-                          help="the fine-tuning phase's learning rate (default: a tenth of the model's)")
-    export = parser.add_argument_group("export (training/export.py, training/deployment.py, training/litert.py)")
-    export.add_argument("--publish", choices=("gate", "always"), default="gate",
-                        help="gate: publish only if the test metric is not worse than the newest published version's "
-                             "(beyond the metric's tolerance); always: publish regardless")
-    export.add_argument("--litert", choices=("all", "none", *LITERT_VARIANTS), default="all",
-                        help="the LiteRT (.tflite) files written into the export's litert/ folder")
-    add("--include-validation", action="store_true",
-        help="also train on the validation split (the final fit of tuned hyperparameters); validation metrics are then not held out")
-    if hasattr(app, "add_arguments"):
-        app.add_arguments(parser.add_argument_group(f"{app.NAME} options"))
-    return parser
-
-
 def parse_config(app, argv) -> RunConfig:
     """Turn a command line into a RunConfig, filling gaps from the chosen model's defaults."""
+    from training.command_line import build_parser  # it imports this module's choices
+
     args = vars(build_parser(app).parse_args(argv))
     if args["model"] is None:
         args["model"] = app.DEFAULT_MODEL

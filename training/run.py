@@ -21,9 +21,10 @@ import tensorflow as tf
 from errors import UsageError
 from pipelines.input import TrainingBatches, evaluation_batches, labelled_subset
 from training import callbacks as cb
-from training import preemption, resume
+from training import hparams, preemption, resume
 from training.backups import BackupFolder, Backups, restore_point
 from training.config import RunConfig, parse_config
+from training.explain import explain_command
 from training.export import TestSet, export_version
 from training.litert import REPRESENTATIVE
 from training.transfer import Transfer
@@ -122,6 +123,7 @@ def run(app, config: RunConfig) -> dict:
 
     # ---- Train, epoch by epoch from the resume point (training/resume.py).
     progress = cb.progress_verbosity()
+    columns = hparams.hparams_columns(app)  # the HParams dashboard's, the same for every run of the app
     backup = Backups(backups, every=config.backup_every, steps_per_epoch=steps_per_epoch, record=config.record(),
                      source=splits.source, strategy=strategy, stops=preemption.requests, restore=restore)
     callbacks = [
@@ -132,8 +134,8 @@ def run(app, config: RunConfig) -> dict:
         # op under MultiWorkerMirroredStrategy. Non-chief workers write to scratch.
         cb.StepScalars(str(Path(tb_dir) / "train"), config.log_every),
         cb.OpGraph(str(Path(tb_dir) / "train")),
-        cb.HParams(tb_dir, cb.hparams_values(config), run_dir.name),
-        *app.tensorboard_callbacks(str(Path(tb_dir) / "test"), splits, test),
+        hparams.HParams(tb_dir, hparams.hparams_values(config, str(policy), replicas, columns), run_dir.name, columns),
+        *app.tensorboard_callbacks(str(Path(tb_dir) / "test"), splits, test, config),
         *([cb.PlainProgress(config.log_every, steps_per_epoch)] if progress == 2 else []),
         backup,  # last: a backup at a step comes after everything the step logged
     ]
@@ -169,7 +171,10 @@ def run(app, config: RunConfig) -> dict:
         shutil.rmtree(backups.root, ignore_errors=True)
         return results
     details = app.details(model, splits, config)  # e.g. learned w and b, perplexity against a bigram model
-    cb.write_scalars(str(run_dir / "test"), results, step=int(model.optimizer.iterations.numpy()))
+    step = int(model.optimizer.iterations.numpy())
+    tested = {**results, **{k: v for k, v in details.items() if isinstance(v, (int, float)) and not k.startswith("corpus_")}}
+    cb.write_scalars(str(run_dir / "test"), tested, step=step)
+    hparams.comparison_metrics(run_dir, columns, app.OBJECTIVE, step, list(tested))  # the HParams dashboard's metrics
     cb.flush_writers()
     results["wall_seconds"] = round(time.time() - started, 1)
     record = {"training_seconds": round(training_seconds, 2), "backup_seconds": round(backup.seconds, 3),
@@ -202,11 +207,15 @@ def main(app, argv=None, action=run) -> int:
     """Command-line entry point of every app: python -m apps.<name> [flags].
 
     action(app, config) does the work: training by default; apps.charlm passes
-    one that generates text instead when asked to (--generate).
+    one that generates text instead when asked to (--generate). --explain INPUT
+    explains one input with an exported model instead (training/explain.py).
     """
     def work():
+        config = parse_config(app, sys.argv[1:] if argv is None else argv)
+        if config.explain is not None:  # --explain INPUT (even an empty one, which the app refuses): the newest exported model explains one input; no training
+            return explain_command(app, config)
         with preemption.requests.installed(RESUME_HINT):  # SIGTERM and Ctrl-C: a stop at a step (training/preemption.py)
-            action(app, parse_config(app, sys.argv[1:] if argv is None else argv))
+            action(app, config)
 
     return guarded(work, RESUME_HINT)
 

@@ -12,7 +12,8 @@ import keras_tuner
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp_api
 
-from tuning.trials import model_values, objective_direction, resident_mb
+from training.hparams import objective_direction
+from tuning.trials import model_values, resident_mb
 
 DEADLINE_ENV = "TFSUITE_TUNING_DEADLINE"  # the chief's deadline, for its workers
 

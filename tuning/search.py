@@ -33,46 +33,64 @@ from training.outputs import FINISHED, check_writable
 from training.run import HELD_EXIT, guarded
 from training.strategy import describe, resolve_mixed_precision, resolve_strategy
 from tuning import parallel, report
-from tuning.trials import AppHyperModel, objective_direction
+from training.hparams import objective_direction
+from tuning.trials import AppHyperModel
 
 TUNERS = {"hyperband": keras_tuner.Hyperband, "bayesian": keras_tuner.BayesianOptimization,
           "random": keras_tuner.RandomSearch}
 
 
 def tuning_parser() -> argparse.ArgumentParser:
-    from training.config import _Parser, _positive
+    from training.command_line import HelpFormatter, Parser, examples, positive
 
-    parser = _Parser(prog="python -m tuning", add_help=False,
-                     description="Keras Tuner search for an app; other flags go to the app (see python -m apps.<app> --help)")
+    parser = Parser(prog="python -m tuning", add_help=False, usage="python -m tuning APP [search flags] [app flags]",
+                     formatter_class=HelpFormatter, epilog=examples(sys.modules[__name__]),
+                     description="A Keras Tuner search over an app's search space, then the best configuration retrained "
+                                 "on train + validation and exported. Flags the search does not know go to the app "
+                                 "(python -m tuning APP --help lists them).")
     add = parser.add_argument
+    add("-h", "--help", action="store_true", help="show this help (with APP: the app's flags too) and exit")
     add("app", help="the app to tune: " + ", ".join(_apps()))
     add("--tuner", choices=list(TUNERS), default="hyperband", help="search algorithm (default: hyperband)")
-    add("--max-trials", type=_positive(int), default=None,
+    add("--max-trials", type=positive(int), default=None,
         help="most trials to run (default: 20; Hyperband: as many as its brackets take)")
-    add("--epochs", type=_positive(int), default=None,
+    add("--epochs", type=positive(int), default=None,
         help="most epochs a trial trains, Hyperband's max_epochs (default: the model's own)")
-    add("--time-budget", type=_positive(float), default=None, metavar="MINUTES",
+    add("--time-budget", type=positive(float), default=None, metavar="MINUTES",
         help="end the search cleanly once this much time (over all resumes) is spent")
-    add("--patience", type=_positive(int), default=3, help="early stopping: epochs without improvement before a trial stops")
-    add("--factor", type=_positive(int), default=3, help="Hyperband: the reduction factor between rounds")
-    add("--initial-points", type=_positive(int), default=None,
+    add("--patience", type=positive(int), default=3, help="early stopping: epochs without improvement before a trial stops")
+    add("--factor", type=positive(int), default=3, help="Hyperband: the reduction factor between rounds")
+    add("--initial-points", type=positive(int), default=None,
         help="Bayesian: random trials before the Gaussian process (default: a third of --max-trials, 3 to 3 per hyperparameter)")
     add("--workers", type=int, default=1,
         help="train trials in N worker processes on this machine against one chief (Keras Tuner's oracle service); "
              "0 trains them in this process, whose memory then grows trial by trial (default: 1)")
-    add("--trials-per-worker", type=_positive(int), default=1,
+    add("--trials-per-worker", type=positive(int), default=1,
         help="a worker process is replaced after this many trials, which gives its memory back (default: 1)")
-    add("--folds", type=_positive(int), default=1,
+    add("--folds", type=positive(int), default=1,
         help="score each trial by K-fold cross-validation over train + validation instead of the validation split "
              "(K times the training; for small data sets)")
     add("--search-id", default="", help="name the search folder (default: <model>-<tuner>-<n>); workers on other machines pass the chief's")
     add("--fresh", action="store_true", help="start a new search even if an unfinished one of the same model and tuner exists")
-    add("--top", type=_positive(int), default=10, help="rows of the top-trials table")
+    add("--top", type=positive(int), default=10, help="rows of the top-trials table")
     add("--no-retrain", action="store_true", help="stop after the search: no final training or export")
     return parser
 
 
+def print_help(app_name: str | None) -> None:
+    """python -m tuning --help: the search's flags, then (with an app) the app's own flags, which pass through."""
+    tuning_parser().print_help()
+    if app_name in _apps():
+        from training.command_line import build_parser
+
+        print(f"\nflags of python -m apps.{app_name}, which pass through to every trial and the final fit:\n")
+        build_parser(importlib.import_module(_apps()[app_name])).print_help()
+
+
 def parse(argv):
+    if not argv or argv[0] in ("-h", "--help") or ("-h" in argv or "--help" in argv):
+        print_help(next((a for a in argv if not a.startswith("-")), None))
+        raise SystemExit(0)
     args, rest = tuning_parser().parse_known_args(argv)
     args.argv = list(argv)  # the command line, for worker processes
     args.app_argv = rest  # the app's own flags, for the final fit
@@ -80,15 +98,14 @@ def parse(argv):
         raise UsageError(f"unknown app {args.app!r}; choose one of {', '.join(_apps())}")
     if args.workers < 0:
         raise UsageError(f"--workers must be 0 or more, got {args.workers}")
-    if "-h" in rest or "--help" in rest:
-        tuning_parser().print_help()
-        raise SystemExit(0)
     app = importlib.import_module(_apps()[args.app])
     base = parse_config(app, rest + (["--epochs", str(args.epochs)] if args.epochs else []))
     spec = app.MODELS[base.model]
     if spec.space is None:
         spaced = [m for m, s in app.MODELS.items() if s.space is not None]
         raise UsageError(f"model {base.model!r} of {app.NAME} has no search space; tune one of {', '.join(spaced)} (--model)")
+    if base.explain is not None:
+        raise UsageError(f"--explain explains one input with an exported model: python -m apps.{app.NAME} --explain ...")
     if base.fine_tune_epochs:
         raise UsageError("--fine-tune-epochs: a trial trains one phase; search from the loaded model (--init-from, "
                          "with or without --freeze), then fine-tune the best with python -m apps." + app.NAME)
@@ -111,7 +128,8 @@ def space_config(space) -> list:
 def settings(app, args, base) -> dict:
     """What a resumed search must share with the one it resumes (time budget and trial count may change)."""
     fields = dataclasses.asdict(base)
-    for key in ("fresh", "run_id", "logdir", "export_dir", "data_dir", "profile", "hparams"):
+    for key in ("fresh", "run_id", "logdir", "export_dir", "data_dir", "profile", "hparams", "verbose", "explain",
+                "explain_model", "explain_to"):
         fields.pop(key)
     return {"app": app.NAME, "tuner": args.tuner, "objective": args.objective, "factor": args.factor,
             "initial_points": args.initial_points, "folds": args.folds,

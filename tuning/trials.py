@@ -31,6 +31,7 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp_api
 
 from pipelines.input import labelled_subset
+from training.hparams import objective_direction
 from training.config import apply_hparams
 from training.run import JIT, build_pipelines
 from training.transfer import Transfer
@@ -251,10 +252,3 @@ class RunningBest(keras.callbacks.Callback):
         with writer.as_default():
             tf.summary.scalar(f"best_{self.objective}", self.best, step=epoch)
         writer.close()
-
-
-def objective_direction(name: str) -> str:
-    """max for accuracies, AUC and the like; min for losses and errors (Keras Tuner's own rule)."""
-    from keras_tuner.src.engine.objective import create_objective  # not exported; it holds the rule
-
-    return create_objective(name).direction

@@ -1,0 +1,134 @@
+"""What the 28x28 image apps show people: sample predictions, the confusion matrix and
+explanations (Grad-CAM and integrated gradients), in TensorBoard and for `--explain FILE`.
+
+Grad-CAM reads the last convolution block's feature maps (the MLP has none and
+gets integrated gradients only). Integrated gradients run on the pixels in
+0..1 after the model's own Rescaling, from a black image: MNIST's and
+Fashion-MNIST's background, so the attributions sum to the class probability
+the digit adds over an empty picture.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from errors import UsageError
+from training import explain, figures
+from training.callbacks import Pictures, confusion_matrix
+
+POOL = 1000  # test images the explained examples are picked from, right and wrong
+EXPLAINED = 6  # rows of the explanation picture: up to half of them wrong predictions
+
+
+def pixel_model(model: keras.Model) -> keras.Model:
+    """The model from its Rescaling on: pixels in 0..1 (float) -> probabilities, differentiable."""
+    rescaling = next(layer for layer in model.layers if isinstance(layer, keras.layers.Rescaling))
+    return keras.Model(rescaling.output, model.output)
+
+
+def explain_images(model, images: np.ndarray, classes: np.ndarray) -> dict:
+    """{method: [N, 28, 28] maps} for each image's class: Grad-CAM (where there is a conv layer)
+    and integrated gradients from a black image."""
+    maps = {}
+    layer = explain.last_feature_maps(model)
+    if layer is not None:
+        maps[f"Grad-CAM ({layer})"] = explain.grad_cam(model, layer, images, classes, images.shape[1:3])
+    pixels = pixel_model(model)
+    attributions = []
+    for image, c in zip(images.astype(np.float32) / 255.0, classes):
+        f = lambda x, c=c: pixels(x, training=False)[:, c]  # noqa: E731  one class's probability
+        attributions.append(explain.integrated_gradients(f, image, np.zeros_like(image))[..., 0])
+    maps["integrated gradients"] = np.stack(attributions)
+    return maps
+
+
+def pick(predicted, labels, count: int = EXPLAINED) -> np.ndarray:
+    """Indices of up to count/2 wrong predictions, the rest right ones, in test-set order."""
+    wrong, right = np.flatnonzero(predicted != labels), np.flatnonzero(predicted == labels)
+    wrong = wrong[:count // 2]
+    return np.sort(np.concatenate([wrong, right[:count - len(wrong)]]))
+
+
+def explanation_figure(model, images, labels, class_names, title: str):
+    probabilities = model.predict(images, verbose=0)
+    predicted = probabilities.argmax(-1)
+    chosen = pick(predicted, labels)
+    maps = explain_images(model, images[chosen], predicted[chosen])
+    captions = [f"predicted {class_names[predicted[i]]} ({probabilities[i, predicted[i]]:.2f})\ntrue {class_names[labels[i]]}"
+                for i in chosen]
+    return figures.image_explanations(images[chosen], maps, captions, [predicted[i] != labels[i] for i in chosen],
+                                      f"What the model looks at for its predicted class, {title}")
+
+
+def pictures(logdir, splits, test, class_names) -> list:
+    """Every epoch: 32 test images with their predictions, and explanations of right and wrong ones.
+    At the end: the test set's confusion matrix and the explanations picked from the whole test set."""
+    images, labels = (np.asarray(a) for a in next(iter(splits.test.batch(POOL))))
+    names = list(class_names)
+
+    def epoch_end(model, when):
+        probabilities = model.predict(images[:32], verbose=0)
+        grid = figures.sample_grid(images[:32], probabilities.argmax(-1), probabilities.max(-1), labels[:32], names,
+                                   f"First 32 test images, {when}")
+        return {"sample_predictions": grid, "explanations": explanation_figure(model, images, labels, names, when)}
+
+    def train_end(model, when):
+        truth = np.concatenate([np.asarray(y) for _, y in test])
+        predicted = model.predict(test, verbose=0).argmax(-1)
+        matrix = confusion_matrix(truth, predicted, len(names))
+        title = (f"Test set, {len(truth):,} images, {when}: accuracy {np.trace(matrix) / len(truth):.2%}\n"
+                 "rows: true class, columns: predicted class")
+        return {"confusion_matrix": figures.confusion_matrix(matrix, names, title),
+                "explanations": explanation_figure(model, images, labels, names, when)}
+
+    return [Pictures(logdir, epoch_end, train_end)]
+
+
+def read_image(path: str) -> tuple[np.ndarray, str]:
+    """A user's picture as the model's uint8 [28, 28, 1] input, and a note on what was done to it.
+
+    PNG/JPEG (any colour mode; grey-scaled) or NPY ([28, 28] or [28, 28, 1]; 0..255, or 0..1 floats).
+    A light background (a dark digit drawn on white) is inverted to MNIST's white on black.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"--explain {path}: no such file; give a 28x28 PNG or NPY image")
+    if file.suffix.lower() == ".npy":
+        try:
+            array = np.load(file, allow_pickle=False)
+        except (ValueError, OSError) as err:
+            raise UsageError(f"--explain {path}: not a NumPy array file ({err})") from None
+        if array.dtype.kind == "f" and array.size and array.max() <= 1.0:
+            array = array * 255.0
+    else:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            array = np.asarray(Image.open(file).convert("L"))
+        except (UnidentifiedImageError, OSError) as err:
+            raise UsageError(f"--explain {path}: not an image file ({err}); give a 28x28 PNG or NPY image") from None
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.shape != (28, 28):
+        raise UsageError(f"--explain {path}: the image is {'x'.join(map(str, array.shape))}; the model takes "
+                         "28x28 grey-scale images (resize it to 28x28 first)")
+    array = np.clip(np.asarray(array, np.float64), 0, 255).round().astype(np.uint8)
+    border = np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]])
+    note = ""
+    if border.mean() > 127:
+        array, note = 255 - array, "light background: inverted to white on black, as the training images are"
+    return array[..., None], note
+
+
+def explain_file(model, given: str, class_names) -> explain.Explanation:
+    """--explain FILE: the prediction for one picture, and its Grad-CAM and integrated gradients."""
+    image, note = read_image(given)
+    probabilities = model.predict(image[None], verbose=0)[0]
+    top = np.argsort(probabilities)[::-1][:3]
+    prediction = ", ".join(f"{class_names[c]} {probabilities[c]:.3f}" for c in top)
+    maps = explain_images(model, image[None], top[:1])
+    figure = figures.image_explanations(image[None], maps, [f"predicted {class_names[top[0]]} ({probabilities[top[0]]:.2f})"],
+                                        [False], f"What the model looks at for its prediction, {Path(given).name}")
+    return explain.Explanation(f"{class_names[top[0]]}  (top 3: {prediction})", figure, [note] if note else [])

@@ -1,0 +1,163 @@
+"""The command line every app shares: its flags in groups, and --help that reads like documentation.
+
+build_parser(app) makes `python -m apps.<app>`'s parser from the app module
+(its MODELS, EXPLAIN_INPUT, docstring examples and optional add_arguments);
+training/config.py turns what it parses into a RunConfig. Bad input raises
+UsageError (one line, exit 2), never argparse's usage dump.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+
+from errors import UsageError
+from training.config import DATA_SOURCES, MIXED_PRECISION, STRATEGIES, default_data_dir
+from training.litert import VARIANTS as LITERT_VARIANTS
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would print usage and exit; we want one line
+        raise UsageError(f"{message} (see --help)")
+
+
+def positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
+def _profile_window(text):
+    if not text:
+        return ""
+    parts = text.split(",")
+    try:
+        start, stop = (int(p) for p in parts) if len(parts) == 2 else (int(parts[0]),) * 2
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected STEP or START,STOP, got {text!r}")
+    if not 0 < start <= stop:
+        raise argparse.ArgumentTypeError(f"need 0 < START <= STOP, got {text!r}")
+    return f"{start},{stop}"
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help that reads like Keras' docs: each default said once, where it means something.
+
+    A flag's "(default: X)" is added only when its help does not already say
+    its default and X is a real value (not None, off or empty); the epilog's
+    examples keep their own line breaks.
+    """
+
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=32, width=min(100, shutil.get_terminal_size().columns))
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, "", argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: {action.default})"
+
+
+def examples(module) -> str:
+    """The command lines of a module's docstring (its indented `python -m ...` lines), for --help's epilog."""
+    lines = [line for line in (module.__doc__ or "").splitlines() if line.strip().startswith("python -m")]
+    return ("examples:\n" + "\n".join(lines)) if lines else ""
+
+
+def build_parser(app) -> argparse.ArgumentParser:
+    """The shared command line, with the app's model choices and its own extra flags, in groups."""
+    def model_help(name, spec):
+        return f"{name}: {spec.help.removeprefix('default: ')}"
+
+    parser = Parser(prog=f"python -m apps.{app.NAME}", usage=f"python -m apps.{app.NAME} [--model NAME] [flags]",
+                     description=(app.__doc__ or "").strip().splitlines()[0], formatter_class=HelpFormatter,
+                     epilog=examples(app))
+    group = parser.add_argument_group("model and training")
+    add = group.add_argument
+    add("--model", choices=list(app.MODELS), default=None, metavar="NAME",
+        help=f"the model to train (default: {app.DEFAULT_MODEL}); " + "; ".join(model_help(n, s) for n, s in app.MODELS.items()))
+    add("--epochs", type=positive(int), metavar="N", help="training epochs (default: the model's own; 1 with --smoke)")
+    add("--batch-size", type=positive(int), metavar="N",
+        help="GLOBAL batch size, split across replicas (default: the model's own)")
+    add("--learning-rate", type=positive(float), metavar="RATE", help="peak learning rate (default: the model's own)")
+    add("--hparams", metavar="FILE", default="",
+        help="JSON of hyperparameter values (e.g. a search's best_hparams.json) for the model's search space; "
+             "--batch-size and --learning-rate given on the command line still win")
+    add("--seed", type=int, default=42, metavar="N", help="seeds weights, shuffling and augmentation; the input pipeline is deterministic")
+    add("--deterministic", action="store_true",
+        help="TensorFlow's op determinism: the same command gives bit-identical weights, killed and resumed or not "
+             "(no cost measured on CPU; see the README)")
+    add("--train-examples", type=positive(int), default=0, metavar="N",
+        help="train on N training examples drawn at random by --seed (few labels); validation and test stay whole")
+    add("--include-validation", action="store_true",
+        help="also train on the validation split (the final fit of tuned hyperparameters); validation metrics are then not held out")
+
+    group = parser.add_argument_group("devices (training/strategy.py)")
+    add = group.add_argument
+    add("--strategy", choices=STRATEGIES, default="auto",
+        help="tf.distribute strategy; auto: TPU if found, else all GPUs (mirrored), else one GPU, else CPU")
+    add("--cpu-devices", type=positive(int), default=1, metavar="N",
+        help="split the CPU into N logical devices (lets 'mirrored' run N replicas without GPUs)")
+    add("--mixed-precision", choices=MIXED_PRECISION, default="auto",
+        help="auto: bfloat16 on TPU, float16 on GPUs with compute capability >= 7.0, off on CPU")
+    add("--xla", choices=("auto", "on", "off"), default="auto", help="XLA-compile the train step (auto: Keras decides; off on CPU)")
+    add("--steps-per-execution", type=positive(int), default=1, metavar="N", help="train steps per tf.function call")
+
+    group = parser.add_argument_group("data")
+    add = group.add_argument
+    add("--data-source", choices=DATA_SOURCES, default="auto",
+        help="online: the data set's public source (TensorFlow Datasets for mnist and text, the UCI file for regression); "
+             "tfds: the same, by its TFDS name; mirror: the hash-pinned offline mirror; "
+             "auto: prepared or reachable online data, else the mirror")
+    add("--data-dir", default=default_data_dir(), metavar="DIR", help="cache for downloads and converted data (env TFSUITE_DATA_DIR)")
+    add("--smoke", action="store_true", help="a small slice of the data and one short epoch: tries the whole path in seconds")
+
+    group = parser.add_argument_group("logs, backups and terminal")
+    add = group.add_argument
+    add("--logdir", default="runs", metavar="DIR", help="TensorBoard logs and checkpoints go to LOGDIR/<app>/<run id>/")
+    add("--run-id", default="", metavar="NAME", help="name the run folder yourself (default: <model>-<config hash>-<n>)")
+    add("--fresh", action="store_true", help="start a new run even if an interrupted run of the same command exists")
+    add("--log-every", type=positive(int), default=100, metavar="N", help="write step-level TensorBoard scalars every N steps")
+    add("--backup-every", type=positive(int), default=200, metavar="N",
+        help="back up the whole training state every N steps (and at every epoch end): a rerun resumes at that step")
+    add("--profile", type=_profile_window, default="", metavar="START,STOP", help="profile steps START,STOP into TensorBoard's Profile tab")
+    add("--verbose", action="store_true", help="also show TensorFlow's own start-up and info lines (training/terminal.py)")
+
+    group = parser.add_argument_group("transfer learning (training/transfer.py)")
+    add = group.add_argument
+    add("--init-from", metavar="PATH", default="",
+        help="start from a trained model: a model.keras, a run folder, an exported version, or an "
+             "app's export folder (its newest version); layers matching by name and shape are loaded")
+    add("--freeze", action="store_true", help="keep the loaded layers as loaded for --epochs epochs (batch norm in inference mode)")
+    add("--fine-tune-epochs", type=positive(int), default=0, metavar="N",
+        help="with --freeze: then unfreeze and train everything N more epochs at a lower learning rate")
+    add("--fine-tune-learning-rate", type=positive(float), default=None, metavar="RATE",
+        help="the fine-tuning phase's learning rate (default: a tenth of the model's)")
+
+    group = parser.add_argument_group("export (training/export.py, training/deployment.py, training/litert.py)")
+    add = group.add_argument
+    add("--export-dir", default="saved_models", metavar="DIR", help="SavedModels go to EXPORT_DIR/<app>/<version>/")
+    add("--publish", choices=("gate", "always"), default="gate",
+        help="gate: publish only if the test metric is not worse than the newest published version's "
+             "(beyond the metric's tolerance); always: publish regardless")
+    add("--litert", choices=("all", "none", *LITERT_VARIANTS), default="all",
+        help="the LiteRT (.tflite) files written into the export's litert/ folder")
+
+    group = parser.add_argument_group("explain a prediction instead of training (training/explain.py)")
+    add = group.add_argument
+    add("--explain", metavar="INPUT", default=None, help=app.EXPLAIN_INPUT)
+    add("--explain-model", metavar="PATH", default="",
+        help="the model to explain with: an exported version, an app's export folder (its newest version), a run folder "
+             "or a model.keras (default: the newest version under EXPORT_DIR/<app>)")
+    add("--explain-to", metavar="PNG", default="",
+        help="where the picture goes (default: LOGDIR/<app>/explanations/<input>-<n>.png)")
+    if hasattr(app, "add_arguments"):
+        app.add_arguments(parser.add_argument_group(f"{app.NAME} options"))
+    return parser
