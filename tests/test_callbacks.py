@@ -74,3 +74,16 @@ def test_hparams_columns_that_differ_between_an_apps_runs_come_first(tmp_path):
         config = {"model": "cnn_bn", "epochs": 3, "learning_rate": rate, "options": {}, "hparams": {"dropout": 0.25}}
         (tmp_path / run / "run_config.json").write_text(__import__("json").dumps(config))
     assert differing(tmp_path, ["model", "epochs", "learning_rate", "dropout", "precision"]) == {"learning_rate"}
+
+
+def test_pictures_flag_keeps_the_end_or_nothing():
+    from training.run import pictures
+
+    def draw(model, when):
+        return {}
+
+    other = cb.StepLog("/dev/null")
+    for when, kept in (("every_epoch", (draw, draw)), ("end", (None, draw))):
+        chosen = pictures([cb.Pictures("x", draw, draw), other], when)
+        assert chosen[1] is other and (chosen[0].epoch_end, chosen[0].train_end) == kept
+    assert pictures([cb.Pictures("x", draw, draw), other], "none") == [other]

@@ -14,7 +14,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import backup_steps, error_lines, rows, start_cluster, wait_until, where, NOT_DEPLOYING
+from conftest import backup_steps, error_lines, rows, start_cluster, wait_until, where, ONLY_TRAINING
 
 STEPS = 32  # 2,048 smoke images at a global batch of 64
 EPOCHS = 6
@@ -23,7 +23,7 @@ EPOCHS = 6
 def _start(tmp_path):
     return start_cluster(["-m", "apps.mnist", "--smoke", "--model", "mlp", "--batch-size", "64", "--epochs", str(EPOCHS),
                           "--strategy", "multi_worker", "--run-id", "cluster", "--data-source", "mirror",
-                          "--logdir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "sm"), *NOT_DEPLOYING])
+                          "--logdir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "sm"), *ONLY_TRAINING])
 
 
 def _lose(workers, victim: int, how: int) -> str:

@@ -4,7 +4,7 @@ import shutil
 import pytest
 
 from apps import mnist
-from conftest import error_lines, NOT_DEPLOYING
+from conftest import error_lines, ONLY_TRAINING
 from training.run import main
 
 
@@ -17,7 +17,7 @@ def _run(capsys, argv):
 @pytest.fixture
 def outputs(tmp_path):
     return ["--logdir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "sm"), "--smoke", "--data-source", "mirror",
-            *NOT_DEPLOYING]
+            *ONLY_TRAINING]
 
 
 @pytest.mark.parametrize("argv, words", [

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, backup_steps, cli, error_lines, rows, wait_until, where, NOT_DEPLOYING
+from conftest import ROOT, backup_steps, cli, error_lines, rows, wait_until, where, ONLY_TRAINING
 
 STEPS = 64  # per epoch, see above
 
 
 def _args(tmp_path, *extra, logdir="runs"):
     return ["apps.mnist", "--smoke", "--batch-size", "32", "--data-source", "mirror",
-            "--logdir", str(tmp_path / logdir), "--export-dir", str(tmp_path / "sm"), *NOT_DEPLOYING, *extra]
+            "--logdir", str(tmp_path / logdir), "--export-dir", str(tmp_path / "sm"), *ONLY_TRAINING, *extra]
 
 
 def start(args, **kw) -> subprocess.Popen:

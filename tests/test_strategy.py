@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import cli, start_cluster, NOT_DEPLOYING
+from conftest import cli, start_cluster, ONLY_TRAINING
 from errors import UsageError
 from training.strategy import read_tf_config, resolve_mixed_precision, resolve_strategy
 
@@ -77,8 +77,9 @@ def test_two_worker_cluster_matches_a_single_process_step_by_step(tmp_path):
     """Two real worker processes on 127.0.0.1 train the same steps on halves of
     each global batch; their per-step losses equal one process on the whole batch."""
     common = ["apps.mnist", "--smoke", "--model", "mlp", "--batch-size", "64", "--data-source", "mirror",
-              "--logdir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "sm"), *NOT_DEPLOYING]
-    workers = start_cluster(["-m", *common, "--strategy", "multi_worker", "--run-id", "cluster"])
+              "--logdir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "sm"), *ONLY_TRAINING]
+    # The cluster draws its TensorBoard pictures (predict() in a callback is a collective op there).
+    workers = start_cluster(["-m", *common, "--strategy", "multi_worker", "--run-id", "cluster", "--pictures", "every_epoch"])
     # The reference is one process with one replica under MirroredStrategy, not the
     # default strategy: under any strategy Keras 3 builds the model from a batch of
     # a throwaway iterator, so fit's first epoch sees the pipeline's second shuffle.
@@ -96,6 +97,9 @@ def test_two_worker_cluster_matches_a_single_process_step_by_step(tmp_path):
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-6)  # both workers agree
     np.testing.assert_allclose(losses[0], losses[2], rtol=1e-4)  # and equal one process
     assert losses[0][-1] < losses[0][0]  # and it learned
+    from test_cli import _tags
+
+    assert {"sample_predictions", "explanations", "confusion_matrix"} <= _tags(tmp_path / "runs/mnist/cluster/test")
     # Only the chief exported; the cluster's model is version 1 or 2, one of them.
     assert sorted(p.name for p in (tmp_path / "sm/mnist").iterdir()) == ["1", "2"]
     assert "Export:" in outputs[0] and "Export:" not in outputs[1] and "Export:" in single.stdout

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from apps import characters, charlm, fashion_mnist, mnist, sentiment
-from conftest import ROOT, backup_steps, cli, error_lines, rows, wait_until, NOT_DEPLOYING
+from conftest import ROOT, backup_steps, cli, error_lines, rows, wait_until, ONLY_TRAINING
 from errors import UsageError
 from pipelines.input import Splits, labelled_subset
 from training.config import parse_config
@@ -134,7 +134,7 @@ def test_train_examples_draws_a_seeded_subset():
 
 needs_fashion = pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
                                    reason="Debian's dataset-fashion-mnist is not installed (.ci/run installs it)")
-SMOKE = ["--smoke", "--data-source", "mirror", "--deterministic", *NOT_DEPLOYING]
+SMOKE = ["--smoke", "--data-source", "mirror", "--deterministic", *ONLY_TRAINING]
 
 
 def _weights(path):

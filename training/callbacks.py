@@ -172,6 +172,14 @@ class Pictures(keras.callbacks.Callback):
                 else:
                     tf.summary.image(tag, figure_image(picture)[None], step=step)
 
+    def only(self, when: str):
+        """--pictures: every_epoch (as drawn), end (the end-of-training pictures only) or none (None)."""
+        if when == "none":
+            return None
+        if when == "end":
+            self.epoch_end = None
+        return self
+
     def on_epoch_end(self, epoch, logs=None):
         if self.epoch_end is not None:
             self.write(self.epoch_end(self.model, f"after epoch {epoch + 1}"), epoch + 1)

@@ -128,6 +128,9 @@ def build_parser(app) -> argparse.ArgumentParser:
     add("--backup-every", type=positive(int), default=200, metavar="N",
         help="back up the whole training state every N steps (and at every epoch end): a rerun resumes at that step")
     add("--profile", type=_profile_window, default="", metavar="START,STOP", help="profile steps START,STOP into TensorBoard's Profile tab")
+    add("--pictures", choices=("every_epoch", "end", "none"), default="every_epoch",
+        help="what the app draws for TensorBoard (labelled samples, explanations, confusion matrix, ...): after every "
+             "epoch and at the end, at the end only, or nothing (about 1-2 s an epoch saved)")
     add("--verbose", action="store_true", help="also show TensorFlow's own start-up and info lines (training/terminal.py)")
 
     group = parser.add_argument_group("transfer learning (training/transfer.py)")

@@ -107,6 +107,7 @@ class RunConfig:
     fine_tune_learning_rate: float | None = None  # None: a tenth of learning_rate
     publish: str = "gate"  # gate: only if not worse than the newest published version (training/deployment.py)
     litert: str = "all"  # the LiteRT files each export gets (training/litert.py): all, one variant, or none
+    pictures: str = "every_epoch"  # when the app's TensorBoard pictures are drawn (training/callbacks.py: Pictures)
     verbose: bool = False  # TensorFlow's own start-up and info lines too (training/terminal.py)
     explain: str | None = None  # explain this input with an exported model instead of training (training/explain.py)
     explain_model: str = ""
@@ -130,7 +131,7 @@ class RunConfig:
 
 
 NOT_MODEL_DEFINING = ("fresh", "run_id", "logdir", "export_dir", "data_dir", "profile", "log_every", "backup_every",
-                      "publish", "litert", "verbose", "explain", "explain_model", "explain_to")
+                      "publish", "litert", "pictures", "verbose", "explain", "explain_model", "explain_to")
 
 
 def differences(old: dict, new: dict) -> str:

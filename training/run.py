@@ -135,7 +135,7 @@ def run(app, config: RunConfig) -> dict:
         cb.StepScalars(str(Path(tb_dir) / "train"), config.log_every),
         cb.OpGraph(str(Path(tb_dir) / "train")),
         hparams.HParams(tb_dir, hparams.hparams_values(config, str(policy), replicas, columns), run_dir.name, columns),
-        *app.tensorboard_callbacks(str(Path(tb_dir) / "test"), splits, test, config),
+        *pictures(app.tensorboard_callbacks(str(Path(tb_dir) / "test"), splits, test, config), config.pictures),
         *([cb.PlainProgress(config.log_every, steps_per_epoch)] if progress == 2 else []),
         backup,  # last: a backup at a step comes after everything the step logged
     ]
@@ -186,6 +186,12 @@ def run(app, config: RunConfig) -> dict:
     if exported.held:  # trained and checked, but not published: exit HELD_EXIT
         raise HeldBack(exported.lines[-1])
     return {**results, **{k: v for k, v in details.items() if isinstance(v, (int, float))}}
+
+
+def pictures(callbacks: list, when: str) -> list:
+    """The app's TensorBoard callbacks, its Pictures drawn as --pictures says."""
+    chosen = [c.only(when) if isinstance(c, cb.Pictures) else c for c in callbacks]
+    return [c for c in chosen if c is not None]
 
 
 def test_set(app, serving, splits) -> TestSet:

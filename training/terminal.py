@@ -33,7 +33,7 @@ NOISE = (
     r"|Could not find TensorRT|Could not find cuda drivers"
     r"|oneDNN supports DT_BOOL only on platforms with AVX-512)",  # E-level, and only a note on a fallback
     r"^To enable the following instructions: .*rebuild TensorFlow with the appropriate compiler flags",  # 2nd line of one
-    r"^WARNING:absl:.*has no dataset_info\.json",  # TFDS, on a data folder another version left behind
+    r"^WARNING:absl:Variant folder .* has no (dataset_info|features)\.json",  # TFDS, on a data folder another version left behind
 )
 
 _FILTER = r"""

@@ -129,7 +129,7 @@ def settings(app, args, base) -> dict:
     """What a resumed search must share with the one it resumes (time budget and trial count may change)."""
     fields = dataclasses.asdict(base)
     for key in ("fresh", "run_id", "logdir", "export_dir", "data_dir", "profile", "hparams", "verbose", "explain",
-                "explain_model", "explain_to"):
+                "explain_model", "explain_to", "pictures"):
         fields.pop(key)
     return {"app": app.NAME, "tuner": args.tuner, "objective": args.objective, "factor": args.factor,
             "initial_points": args.initial_points, "folds": args.folds,
