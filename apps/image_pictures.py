@@ -51,8 +51,8 @@ def pick(predicted, labels, count: int = EXPLAINED) -> np.ndarray:
     return np.sort(np.concatenate([wrong, right[:count - len(wrong)]]))
 
 
-def explanation_figure(model, images, labels, class_names, title: str):
-    probabilities = model.predict(images, verbose=0)
+def explanation_figure(model, images, labels, probabilities, class_names, title: str):
+    """Grad-CAM and integrated gradients of up to 3 wrong and 3 right of `images`, given the model's probabilities."""
     predicted = probabilities.argmax(-1)
     chosen = pick(predicted, labels)
     maps = explain_images(model, images[chosen], predicted[chosen])
@@ -63,25 +63,27 @@ def explanation_figure(model, images, labels, class_names, title: str):
 
 
 def pictures(logdir, splits, test, class_names) -> list:
-    """Every epoch: 32 test images with their predictions, and explanations of right and wrong ones.
-    At the end: the test set's confusion matrix and the explanations picked from the whole test set."""
+    """Every epoch: 32 test images with their predictions, and explanations of right and wrong ones
+    among the first POOL. At the end: the test set's confusion matrix, and explanations picked from
+    the whole test set (one prediction of it serves both)."""
     images, labels = (np.asarray(a) for a in next(iter(splits.test.batch(POOL))))
     names = list(class_names)
 
     def epoch_end(model, when):
-        probabilities = model.predict(images[:32], verbose=0)
-        grid = figures.sample_grid(images[:32], probabilities.argmax(-1), probabilities.max(-1), labels[:32], names,
-                                   f"First 32 test images, {when}")
-        return {"sample_predictions": grid, "explanations": explanation_figure(model, images, labels, names, when)}
+        probabilities = model.predict(images, verbose=0)
+        grid = figures.sample_grid(images[:32], probabilities[:32].argmax(-1), probabilities[:32].max(-1), labels[:32],
+                                   names, f"First 32 test images, {when}")
+        return {"sample_predictions": grid,
+                "explanations": explanation_figure(model, images, labels, probabilities, names, when)}
 
     def train_end(model, when):
-        truth = np.concatenate([np.asarray(y) for _, y in test])
-        predicted = model.predict(test, verbose=0).argmax(-1)
-        matrix = confusion_matrix(truth, predicted, len(names))
+        every, truth = (np.concatenate(a) for a in zip(*((np.asarray(x), np.asarray(y)) for x, y in test)))
+        probabilities = model.predict(test, verbose=0)
+        matrix = confusion_matrix(truth, probabilities.argmax(-1), len(names))
         title = (f"Test set, {len(truth):,} images, {when}: accuracy {np.trace(matrix) / len(truth):.2%}\n"
                  "rows: true class, columns: predicted class")
         return {"confusion_matrix": figures.confusion_matrix(matrix, names, title),
-                "explanations": explanation_figure(model, images, labels, names, when)}
+                "explanations": explanation_figure(model, every, truth, probabilities, names, f"whole test set, {when}")}
 
     return [Pictures(logdir, epoch_end, train_end)]
 

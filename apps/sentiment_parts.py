@@ -104,10 +104,10 @@ def pictures(logdir, splits, config) -> list:
     sample = list(splits.test.take(SHOWN).as_numpy_iterator())
     texts, labels = [t.decode("utf-8") for t, _ in sample], [int(y) for _, y in sample]
     info, names = splits.info, list(splits.info["class_names"])
+    vocabulary = info["vectorizer"].get_vocabulary() if config.model == "cnn" else None
 
     def epoch_end(model, when):
         predict = lambda batch: model.predict(info["encode"](tf.constant(batch)), verbose=0)  # noqa: E731
-        vocabulary = info["vectorizer"].get_vocabulary() if config.model == "cnn" else None
         probabilities, rows = Explainer(config.model, model, predict, info["encode"], vocabulary)(texts)
         return {"sample_predictions/table": table(texts, probabilities, labels, names),
                 "explanations/text": markdown(texts, probabilities, rows, names, labels),

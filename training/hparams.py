@@ -42,9 +42,15 @@ def hparams_columns(app) -> list[str]:
     return names
 
 
+def flat_values(fields: dict) -> dict:
+    """A run's settings (RunConfig fields, or its run_config.json) with its app options and model
+    hyperparameters at the top level, where the columns name them."""
+    return {**fields, **(fields.get("options") or {}), **(fields.get("hparams") or {})}
+
+
 def hparams_values(config, precision: str, replicas: int, columns: list[str]) -> dict:
     """This run's value of each column it has (a model without a hyperparameter leaves its cell empty)."""
-    known = {**vars(config), **config.options, **config.hparams, "precision": precision, "replicas": replicas}
+    known = {**flat_values(vars(config)), "precision": precision, "replicas": replicas}
     values = {}
     for name in columns:
         value = known.get(name)
@@ -83,9 +89,9 @@ class HParams(keras.callbacks.Callback):
     list for all; open it on one app's folder).
     """
 
-    def __init__(self, run_dir: str, values: dict, trial_id: str, columns: list[str]):
+    def __init__(self, run_dir: str, values: dict, trial_id: str):
         super().__init__()
-        self.run_dir, self.values, self.trial_id, self.columns = run_dir, values, trial_id, columns
+        self.run_dir, self.values, self.trial_id = run_dir, values, trial_id
 
     def on_train_begin(self, logs=None):
         with summary_writer(self.run_dir).as_default():
@@ -124,7 +130,7 @@ def differing(app_folder: Path, columns: list[str]) -> set[str]:
             config = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        known = {**config, **config.get("options", {}), **config.get("hparams", {})}
+        known = flat_values(config)
         for name in columns:
             seen.setdefault(name, set()).add(json.dumps(known.get(name), sort_keys=True))
     return {name for name, values in seen.items() if len(values) > 1}

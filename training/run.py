@@ -134,7 +134,7 @@ def run(app, config: RunConfig) -> dict:
         # op under MultiWorkerMirroredStrategy. Non-chief workers write to scratch.
         cb.StepScalars(str(Path(tb_dir) / "train"), config.log_every),
         cb.OpGraph(str(Path(tb_dir) / "train")),
-        hparams.HParams(tb_dir, hparams.hparams_values(config, str(policy), replicas, columns), run_dir.name, columns),
+        hparams.HParams(tb_dir, hparams.hparams_values(config, str(policy), replicas, columns), run_dir.name),
         *pictures(app.tensorboard_callbacks(str(Path(tb_dir) / "test"), splits, test, config), config.pictures),
         *([cb.PlainProgress(config.log_every, steps_per_epoch)] if progress == 2 else []),
         backup,  # last: a backup at a step comes after everything the step logged
