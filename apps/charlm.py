@@ -28,6 +28,8 @@ from training.litert import VARIANTS, LiteRT
 NAME = "charlm"
 EXPLAIN_INPUT = "a prompt (in quotes): its likeliest next character, and the characters behind that prediction"
 OBJECTIVE = "val_loss"  # what python -m tuning charlm minimises: the log of per-character perplexity
+DP_NOT_COVERED = ("the character vocabulary, learnt from the training texts (unless --init-from brings one): "
+                  "a character only one text has is in it",)
 
 
 def add_arguments(group):

@@ -21,7 +21,7 @@ from pipelines.input import random_shift
 NAME = "fashion_mnist"
 OBJECTIVE = "val_accuracy"
 CLASS_NAMES = fashion_data.CLASS_NAMES
-DEFAULT_MODEL, MODELS = images.DEFAULT_MODEL, images.MODELS
+DEFAULT_MODEL, DP_MODEL, MODELS = images.DEFAULT_MODEL, images.DP_MODEL, images.MODELS
 EXPLAIN_INPUT = "a 28x28 grey-scale clothing picture (PNG, JPEG or NPY): classify it, explain it with Grad-CAM and integrated gradients"
 serving_inputs = images.serving_inputs
 

@@ -133,6 +133,27 @@ def build_cnn_bn(config, splits, steps_per_epoch):
     return _compiled(model, optimizer)
 
 
+def build_dp_cnn(config, splits, steps_per_epoch):
+    """For --dp: Papernot et al. 2020's MNIST CNN with tempered sigmoids (tanh), no batch norm.
+
+    Conv16 8x8/2 -> Pool 2/1 -> Conv32 4x4/2 -> Pool 2/1 -> Dense 32 -> Dense 10,
+    26,010 weights. Bounded activations keep gradients from growing when clipping
+    removes their scale, which is what made them better than ReLU under DP-SGD
+    in that paper; a small model keeps per-example gradients cheap.
+    SGD with momentum and a cosine decay. At epsilon 3 the noise, not the
+    optimisation, limits it: 15 epochs reached 97.7 % test accuracy where 40
+    epochs (more steps, so more noise each) reached 97.4 % (README, Differential privacy).
+    """
+    image, x = _inputs()
+    x = layers.Conv2D(16, 8, strides=2, padding="same", activation="tanh")(x)  # (B, 14, 14, 16)
+    x = layers.MaxPooling2D(2, strides=1)(x)  # (B, 13, 13, 16)
+    x = layers.Conv2D(32, 4, strides=2, activation="tanh")(x)  # (B, 5, 5, 32)
+    x = layers.MaxPooling2D(2, strides=1)(x)  # (B, 4, 4, 32)
+    x = layers.Dense(32, activation="tanh")(layers.Flatten()(x))
+    schedule = learning_rate_schedule("cosine", config.learning_rate, config.epochs * (steps_per_epoch or 1))
+    return _compiled(keras.Model(image, _classifier(x), name="dp_cnn"), keras.optimizers.SGD(schedule, momentum=0.9))
+
+
 def learning_rate_schedule(kind, peak, total_steps):
     """one_cycle: warm up from peak/10 over the first 20 % of the steps, then
     cosine decay to 1 % of peak; cosine: the decay alone; constant: peak."""
@@ -145,6 +166,7 @@ def learning_rate_schedule(kind, peak, total_steps):
 
 
 DEFAULT_MODEL = "cnn_bn"
+DP_MODEL = "dp_cnn"  # --dp without --model: cnn_bn's batch norm cannot be trained with DP-SGD
 MODELS = {
     "cnn_bn": ModelSpec(build_cnn_bn, epochs=12, augment=True, space=cnn_bn_space,
                         help="default: CNN + batch norm + augmentation + one-cycle AdamW"),
@@ -152,6 +174,8 @@ MODELS = {
     "mlp": ModelSpec(build_mlp, epochs=5, batch_size=32, learning_rate=1e-3, help="seed S1, the article's MLP"),
     "convnet": ModelSpec(build_convnet, epochs=15, batch_size=128, learning_rate=1e-3,
                          help="keras.io's simple MNIST convnet, as that example trains it"),
+    "dp_cnn": ModelSpec(build_dp_cnn, epochs=15, batch_size=512, learning_rate=0.3,
+                        help="for --dp (its default there): Papernot et al.'s tanh CNN, SGD"),
 }
 
 

@@ -16,7 +16,7 @@ from pipelines.input import random_shift
 NAME = "mnist"
 OBJECTIVE = "val_accuracy"  # what python -m tuning mnist maximises
 CLASS_NAMES = tuple(str(d) for d in range(10))
-DEFAULT_MODEL, MODELS = images.DEFAULT_MODEL, images.MODELS
+DEFAULT_MODEL, DP_MODEL, MODELS = images.DEFAULT_MODEL, images.DP_MODEL, images.MODELS
 EXPLAIN_INPUT = "a 28x28 grey-scale digit picture (PNG, JPEG or NPY): classify it, explain it with Grad-CAM and integrated gradients"
 serving_inputs = images.serving_inputs
 

@@ -27,6 +27,8 @@ from training.litert import VARIANTS, LiteRT
 
 NAME = "sentiment"
 OBJECTIVE = "val_accuracy"  # what python -m tuning sentiment maximises
+DP_NOT_COVERED = ("the vocabularies (the most frequent word and character n-grams, or words, of the training texts) "
+                  "and the TF-IDF weights, adapted on the training split: a word only one author used can be in them",)
 EXPLAIN_INPUT = "a text (in quotes): its label, and the words the prediction rests on"
 
 

@@ -126,6 +126,61 @@ class TrainingBatches:
         return ds.prefetch(AUTOTUNE)
 
 
+class PoissonBatches:
+    """The training split as Poisson-sampled batches: what --dp trains on (training/privacy.py).
+
+    Every step takes each training example independently with probability
+    q = expected_batch / N, so a batch's size varies around expected_batch
+    (about +-3 sqrt(expected_batch)). That is the sampling DP-SGD's accountants
+    assume; a shuffled epoch cut into fixed batches is not, and its privacy can
+    be much worse than they report (Chua et al. 2024). An "epoch" is
+    round(N / expected_batch) steps: each example is seen once on average.
+
+    The draws come from `secret`, a number read from the operating system in
+    each process, never from --seed: whoever knows which examples a step took
+    knows more than the accountant allows for. So a DP run's batches are not
+    repeatable, and a resumed run draws fresh ones (the steps it replays were
+    never part of a saved model). The split is held in memory as tensors:
+    every step gathers its examples from them.
+    """
+
+    def __init__(self, ds: tf.data.Dataset, *, expected_batch: int, secret: int, vectorize: Callable | None = None,
+                 augment: Callable | None = None):
+        self.examples = int(ds.cardinality())
+        if self.examples <= 0:
+            raise UsageError("--dp samples each step from the whole training split, which needs a split of known size")
+        self.data = next(iter(ds.with_options(pipeline_options()).batch(self.examples)))
+        self.expected_batch, self.secret = expected_batch, secret
+        self.sampling_rate = min(1.0, expected_batch / self.examples)
+        self.steps_per_epoch = max(1, round(self.examples / expected_batch))
+        self.vectorize, self.augment = vectorize, augment
+
+    def epoch(self, epoch: int, start: int = 0) -> tf.data.Dataset:
+        """Epoch `epoch`'s steps from step `start` on, each a fresh Poisson draw."""
+        state = np.random.SeedSequence([self.secret, epoch]).generate_state(2, np.uint32)  # all of the secret's bits
+        key = int(state[0]) << 31 | int(state[1]) >> 1
+        seeds = tf.data.Dataset.range(start, self.steps_per_epoch).map(lambda i: tf.stack([tf.constant(key, tf.int64), i]))
+        return self._batches(seeds)
+
+    def reshuffled(self) -> tf.data.Dataset:
+        """For fit(epochs=N) in one call (tuning trials): new draws on every pass."""
+        seeds = tf.data.Dataset.random(seed=self.secret % 2**63, rerandomize_each_iteration=True).batch(2)
+        return self._batches(seeds.take(self.steps_per_epoch))
+
+    def _batches(self, seeds: tf.data.Dataset) -> tf.data.Dataset:
+        def draw(seed):
+            taken = tf.random.stateless_uniform([self.examples], seed=seed) < self.sampling_rate
+            chosen = tf.where(taken)[:, 0]
+            return tf.nest.map_structure(lambda values: tf.gather(values, chosen), self.data)
+
+        ds = seeds.map(lambda seed: (draw(seed), seed), num_parallel_calls=AUTOTUNE)
+        if self.vectorize is not None:
+            ds = ds.map(lambda batch, seed: (self.vectorize(*batch), seed), num_parallel_calls=AUTOTUNE)
+        if self.augment is not None:
+            ds = ds.map(lambda batch, seed: (self.augment(*batch, seed), seed), num_parallel_calls=AUTOTUNE)
+        return ds.map(lambda batch, seed: batch).with_options(pipeline_options()).prefetch(AUTOTUNE)
+
+
 def random_shift(images: tf.Tensor, max_shift: int, seed: tf.Tensor) -> tf.Tensor:
     """Shift each image of a [B, H, W, C] batch by up to max_shift pixels, zero-filled.
 

@@ -13,6 +13,7 @@ import shutil
 from errors import UsageError
 from training.config import DATA_SOURCES, MIXED_PRECISION, STRATEGIES, default_data_dir
 from training.litert import VARIANTS as LITERT_VARIANTS
+from training.accounting import ACCOUNTANTS as PRIVACY_ACCOUNTANTS, DEFAULT_EPSILON
 
 
 class Parser(argparse.ArgumentParser):
@@ -143,6 +144,22 @@ def build_parser(app) -> argparse.ArgumentParser:
         help="with --freeze: then unfreeze and train everything N more epochs at a lower learning rate")
     add("--fine-tune-learning-rate", type=positive(float), default=None, metavar="RATE",
         help="the fine-tuning phase's learning rate (default: a tenth of the model's)")
+
+    group = parser.add_argument_group("differential privacy (training/privacy.py)")
+    add = group.add_argument
+    add("--dp", action="store_true",
+        help="train with DP-SGD: per-example clipping, Gaussian noise, Poisson-sampled batches of --batch-size on "
+             "average; the model is the app's DP model unless --model says otherwise")
+    add("--dp-l2-clip", type=positive(float), default=None, metavar="C",
+        help="each example's gradient is clipped to this L2 norm (default: the model's own, 1 unless it says otherwise)")
+    add("--dp-noise-multiplier", type=positive(float), default=None, metavar="SIGMA",
+        help="noise standard deviation / clip (default: calibrated to --dp-epsilon)")
+    add("--dp-epsilon", type=positive(float), default=None, metavar="EPS",
+        help=f"the epsilon the whole run may spend; the noise is calibrated to it (default: {DEFAULT_EPSILON:g})")
+    add("--dp-delta", type=positive(float), default=None, metavar="DELTA",
+        help="default: the largest power of ten below 1 / training examples")
+    add("--dp-accountant", choices=PRIVACY_ACCOUNTANTS, default="pld",
+        help="privacy loss distributions (tighter) or Renyi DP, both from dp-accounting")
 
     group = parser.add_argument_group("export (training/export.py, training/deployment.py, training/litert.py)")
     add = group.add_argument

@@ -33,6 +33,8 @@ class ModelSpec(NamedTuple):
     not hold them. Every default has one home: the space when it holds the
     name, else here (model_defaults checks), and build() reads config, never
     a fallback of its own.
+    dp_l2_clip: the per-example gradient clip --dp trains the model with
+    (--dp-l2-clip overrides it).
     """
 
     build: Callable
@@ -42,6 +44,7 @@ class ModelSpec(NamedTuple):
     learning_rate: float | None = None
     augment: bool = False
     space: Callable | None = None
+    dp_l2_clip: float = 1.0  # --dp's per-example clip for this model (training/privacy.py)
 
 
 def model_defaults(spec: ModelSpec) -> dict:
@@ -112,6 +115,13 @@ class RunConfig:
     explain: str | None = None  # explain this input with an exported model instead of training (training/explain.py)
     explain_model: str = ""
     explain_to: str = ""
+    dp: bool = False  # DP-SGD (training/privacy.py)
+    dp_l2_clip: float | None = None  # None: the model's own (ModelSpec.dp_l2_clip), with --dp
+    dp_noise_multiplier: float | None = None  # None: calibrated to dp_epsilon
+    dp_epsilon: float | None = None  # None with no noise multiplier: training/privacy.py's DEFAULT_EPSILON
+    dp_delta: float | None = None  # None: the largest power of ten below 1/N
+    dp_accountant: str = "pld"
+    privacy: dict = dataclasses.field(default_factory=dict)  # what --dp resolved and spent (privacy.json), filled by the run
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -131,7 +141,7 @@ class RunConfig:
 
 
 NOT_MODEL_DEFINING = ("fresh", "run_id", "logdir", "export_dir", "data_dir", "profile", "log_every", "backup_every",
-                      "publish", "litert", "pictures", "verbose", "explain", "explain_model", "explain_to")
+                      "publish", "litert", "pictures", "verbose", "explain", "explain_model", "explain_to", "privacy")
 
 
 def differences(old: dict, new: dict) -> str:
@@ -159,8 +169,8 @@ def parse_config(app, argv) -> RunConfig:
     from training.command_line import build_parser  # it imports this module's choices
 
     args = vars(build_parser(app).parse_args(argv))
-    if args["model"] is None:
-        args["model"] = app.DEFAULT_MODEL
+    if args["model"] is None:  # --dp: the app's model for DP-SGD, if its default cannot train that way
+        args["model"] = getattr(app, "DP_MODEL", app.DEFAULT_MODEL) if args["dp"] else app.DEFAULT_MODEL
     spec = app.MODELS[args["model"]]
     hparams_file = args.pop("hparams")
     common = {f.name for f in dataclasses.fields(RunConfig)}
@@ -187,6 +197,9 @@ def parse_config(app, argv) -> RunConfig:
                          "from the start (use --epochs)")
     if config.fine_tune_learning_rate and not config.fine_tune_epochs:
         raise UsageError("--fine-tune-learning-rate needs --fine-tune-epochs")
+    check_privacy(config)
+    if config.dp and config.dp_l2_clip is None:
+        config.dp_l2_clip = spec.dp_l2_clip
     if config.init_from:
         from training.transfer import model_path
 
@@ -196,6 +209,24 @@ def parse_config(app, argv) -> RunConfig:
     if hasattr(app, "check_config"):  # combinations only the app can judge (a model that does not fit a task)
         app.check_config(config)
     return config
+
+
+def check_privacy(config: RunConfig) -> None:
+    """--dp's flags: only with --dp, noise given or calibrated (not both), on strategies it is verified on."""
+    given = [f"--{k.replace('_', '-')}" for k in ("dp_noise_multiplier", "dp_epsilon", "dp_delta", "dp_l2_clip")
+             if getattr(config, k) is not None]
+    if not config.dp:
+        if given:
+            raise UsageError(f"{given[0]} sets up differentially private training; add --dp")
+        return
+    if config.dp_noise_multiplier and config.dp_epsilon:
+        raise UsageError("--dp-noise-multiplier and --dp-epsilon both set the noise; give one (--dp-epsilon "
+                         "calibrates the noise multiplier for the run's epochs, batch and data size)")
+    if config.dp_delta is not None and not 0 < config.dp_delta < 1:
+        raise UsageError(f"--dp-delta must be between 0 and 1, got {config.dp_delta}")
+    if config.strategy in ("multi_worker", "tpu"):
+        raise UsageError(f"--dp is not available with --strategy {config.strategy} yet: Poisson-sampled batches "
+                         "are verified on one device and under mirrored only (README, Differential privacy)")
 
 
 # ---- Hyperparameters: a model's search space (ModelSpec.space) as run settings.

@@ -27,7 +27,7 @@ def objective_direction(name: str) -> str:
 
 
 COMMON_HPARAMS = ("model", "epochs", "batch_size", "learning_rate", "precision", "replicas", "seed", "train_examples",
-                  "init_from", "freeze", "fine_tune_epochs")
+                  "init_from", "freeze", "fine_tune_epochs", "dp", "dp_epsilon", "dp_noise_multiplier", "dp_l2_clip")
 
 
 def hparams_columns(app) -> list[str]:
@@ -51,11 +51,15 @@ def flat_values(fields: dict) -> dict:
 def hparams_values(config, precision: str, replicas: int, columns: list[str]) -> dict:
     """This run's value of each column it has (a model without a hyperparameter leaves its cell empty)."""
     known = {**flat_values(vars(config)), "precision": precision, "replicas": replicas}
+    if config.dp:  # what the run resolved: the calibrated noise, the epsilon of all its steps
+        known.update(dp_noise_multiplier=config.privacy["noise_multiplier"], dp_epsilon=config.privacy["epsilon_planned"])
     values = {}
     for name in columns:
         value = known.get(name)
         if name in ("init_from",) and not value or name in ("freeze", "fine_tune_epochs") and not config.init_from:
             continue  # transfer settings only for runs that transfer
+        if name.startswith("dp_") and not config.dp:
+            continue  # DP settings only for DP runs
         if isinstance(value, (bool, int, float, str)):
             values[name] = value
     if not config.train_examples:

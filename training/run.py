@@ -8,6 +8,9 @@ Nothing here branches on which app it is running.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import shutil
 import sys
 import tempfile
@@ -19,9 +22,9 @@ import numpy as np
 import tensorflow as tf
 
 from errors import UsageError
-from pipelines.input import TrainingBatches, evaluation_batches, labelled_subset
+from pipelines.input import PoissonBatches, TrainingBatches, evaluation_batches, labelled_subset
 from training import callbacks as cb
-from training import hparams, preemption, resume
+from training import accounting, hparams, preemption, privacy, resume
 from training.backups import BackupFolder, Backups, restore_point
 from training.config import RunConfig, parse_config
 from training.explain import explain_command
@@ -49,8 +52,12 @@ def build_pipelines(app, config: RunConfig, splits, static_shapes: bool = False)
     source = splits.train.concatenate(splits.validation) if config.include_validation else splits.train
     examples = int(source.cardinality())
     drop = static_shapes or examples < 0 or examples // config.batch_size >= 100
-    train = TrainingBatches(source, global_batch=config.batch_size, seed=config.seed, vectorize=splits.vectorize,
-                            augment=augment, drop_remainder=drop)
+    if config.dp:  # DP-SGD's accountants assume Poisson-sampled batches (training/privacy.py)
+        train = PoissonBatches(source, expected_batch=config.batch_size, secret=int.from_bytes(os.urandom(16), "big"),
+                               vectorize=splits.vectorize, augment=augment)
+    else:
+        train = TrainingBatches(source, global_batch=config.batch_size, seed=config.seed, vectorize=splits.vectorize,
+                                augment=augment, drop_remainder=drop)
     validation, test = (evaluation_batches(ds, global_batch=config.batch_size, vectorize=splits.vectorize,
                                            drop_remainder=static_shapes)
                         for ds in (splits.validation, splits.test))
@@ -97,6 +104,13 @@ def run(app, config: RunConfig) -> dict:
     steps_per_epoch = train.steps_per_epoch if train.steps_per_epoch > 0 else None
     serving = app.serving(config, splits)
     print(f"data from {splits.source}" + (" (training on train + validation)" if config.include_validation else ""), flush=True)
+    dp = accounting.plan(config, train.examples, train.steps_per_epoch) if config.dp else None
+    if dp:  # a model DP-SGD cannot train is refused here, before the run folder exists
+        privacy.check_model(spec.build(config, splits, steps_per_epoch)[0], config.model, app)
+        config = dataclasses.replace(config, privacy=privacy.record(dp, 0, app))
+        print(dp.describe(), flush=True)
+        for leak in config.privacy["not_covered"]:
+            print(f"  not covered by epsilon: {leak}", flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)  # only now: bad input above leaves no empty run behind
     if chief:
         (run_dir / "run_config.json").write_text(config.to_json())
@@ -118,6 +132,8 @@ def run(app, config: RunConfig) -> dict:
         if config.init_from:
             print(transfer.load(model), flush=True)
         transfer.compile(model, compile_kwargs, start.epoch, **compile_options)
+        if dp:
+            privacy.make_private(model, dp)
     if restore:
         restore.check(model.variables)  # a backup of another model is refused before any training (and loaded at its start)
 
@@ -137,6 +153,7 @@ def run(app, config: RunConfig) -> dict:
         hparams.HParams(tb_dir, hparams.hparams_values(config, str(policy), replicas, columns), run_dir.name),
         *pictures(app.tensorboard_callbacks(str(Path(tb_dir) / "test"), splits, test, config), config.pictures),
         *([cb.PlainProgress(config.log_every, steps_per_epoch)] if progress == 2 else []),
+        *([privacy.Spent(str(Path(tb_dir) / "train"), dp)] if dp else []),
         backup,  # last: a backup at a step comes after everything the step logged
     ]
     callbacks = resume.RunCallbacks(callbacks, model=model, epochs=transfer.epochs, steps=steps_per_epoch, verbose=progress)
@@ -158,7 +175,11 @@ def run(app, config: RunConfig) -> dict:
 
     # ---- Save and export. The backups are dropped only once the export is in
     # place, so a kill during export resumes straight to exporting.
+    if dp:  # the guarantee the trained weights carry, beside them and in the exported version
+        config = dataclasses.replace(config, privacy=privacy.record(dp, int(model.optimizer.iterations.numpy()), app))
+        serving = serving._replace(files={**serving.files, "privacy.json": json.dumps(config.privacy, indent=2)})
     if chief:
+        (run_dir / "run_config.json").write_text(config.to_json())
         model.save(run_dir / "model.keras")
         for name, text in serving.files.items():  # e.g. the vocabulary: --init-from this run reads it
             (run_dir / name).write_text(text)
@@ -171,6 +192,13 @@ def run(app, config: RunConfig) -> dict:
         shutil.rmtree(backups.root, ignore_errors=True)
         return results
     details = app.details(model, splits, config)  # e.g. learned w and b, perplexity against a bigram model
+    if dp:  # numbers for TensorBoard and the HParams table, and one line that says what they rest on
+        spent = config.privacy
+        details.update(epsilon=spent["epsilon"], delta=spent["delta"], privacy=(
+            f"DP-SGD, {spent['accountant'].upper()} accountant ({'RDP' if spent['accountant'] == 'pld' else 'PLD'}: "
+            f"epsilon {spent.get('epsilon_rdp', spent.get('epsilon_pld')):.4g}), noise multiplier "
+            f"{spent['noise_multiplier']:.4g}, clip {spent['l2_clip']:g}, {spent['steps']} Poisson-sampled steps; "
+            f"what epsilon does not cover: privacy.json"))
     step = int(model.optimizer.iterations.numpy())
     tested = {**results, **{k: v for k, v in details.items() if isinstance(v, (int, float)) and not k.startswith("corpus_")}}
     cb.write_scalars(str(run_dir / "test"), tested, step=step)

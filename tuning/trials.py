@@ -33,6 +33,7 @@ from tensorboard.plugins.hparams import api as hp_api
 from pipelines.input import labelled_subset
 from training.hparams import objective_direction
 from training.config import apply_hparams
+from training import accounting, privacy
 from training.run import JIT, build_pipelines
 from training.transfer import Transfer
 
@@ -110,6 +111,9 @@ class AppHyperModel(keras_tuner.HyperModel):
             print(transfer.load(model), flush=True)
             transfer.set_trainable(epoch=0)
         model.compile(**compile_kwargs, jit_compile=JIT[config.xla], steps_per_execution=config.steps_per_execution)
+        if config.dp:  # each trial spends its own epsilon on the same private data (README, Differential privacy)
+            privacy.check_model(model, config.model, self.app)
+            privacy.make_private(model, accounting.plan(config, batches.examples, batches.steps_per_epoch))
         # A trial is rerun whole if killed, so one fit() over a pipeline that reshuffles every epoch is enough.
         self._trial = (config, batches.reshuffled(), validation)
         return model
