@@ -227,10 +227,20 @@ def test_run_folder_resolution_resumes_the_newest_unfinished_run_unless_fresh(tm
 
 
 def test_a_signal_outside_training_stops_at_once_and_a_second_one_inside_too():
-    """In-process, with real signals to this process: StopSignals' two modes."""
+    """In-process, with real signals to this process: StopSignals' two modes. SIGINT is set to its
+    default first: a shell's background job (`.ci/run &`) starts this process with SIGINT ignored,
+    and StopSignals rightly leaves an ignored signal alone."""
     from training.preemption import Stopped, requests
     from training.run import guarded
 
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _two_modes(Stopped, requests, guarded)
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+
+
+def _two_modes(Stopped, requests, guarded):
     def work():
         with requests.installed("rerun it"):
             os.kill(os.getpid(), signal.SIGTERM)  # while loading data, say: nothing to back up
