@@ -117,13 +117,17 @@ class TrainingBatches:
 
     def _batches(self, order: tf.data.Dataset, seeds: tf.data.Dataset, start: int) -> tf.data.Dataset:
         ds = order.batch(self.global_batch, drop_remainder=self.drop_remainder, num_parallel_calls=AUTOTUNE)
-        ds = ds.skip(start)
-        if self.vectorize is not None:
-            ds = ds.map(self.vectorize, num_parallel_calls=AUTOTUNE)
-        if self.augment is not None:  # one stateless seed pair per batch
-            ds = tf.data.Dataset.zip((ds, seeds)).map(lambda batch, seed: self.augment(*batch, seed),
-                                                      num_parallel_calls=AUTOTUNE)
-        return ds.prefetch(AUTOTUNE)
+        return prepared(tf.data.Dataset.zip((ds.skip(start), seeds)), self.vectorize, self.augment)
+
+
+def prepared(pairs: tf.data.Dataset, vectorize: Callable | None, augment: Callable | None) -> tf.data.Dataset:
+    """(batch, stateless seed pair) -> the batch vectorised, then augmented with its own seed, prefetched:
+    the work every training batch gets, shuffled (TrainingBatches) or Poisson-sampled (PoissonBatches)."""
+    if vectorize is not None:
+        pairs = pairs.map(lambda batch, seed: (vectorize(*batch), seed), num_parallel_calls=AUTOTUNE)
+    if augment is not None:
+        pairs = pairs.map(lambda batch, seed: (augment(*batch, seed), seed), num_parallel_calls=AUTOTUNE)
+    return pairs.map(lambda batch, seed: batch).prefetch(AUTOTUNE)
 
 
 class PoissonBatches:
@@ -173,12 +177,8 @@ class PoissonBatches:
             chosen = tf.where(taken)[:, 0]
             return tf.nest.map_structure(lambda values: tf.gather(values, chosen), self.data)
 
-        ds = seeds.map(lambda seed: (draw(seed), seed), num_parallel_calls=AUTOTUNE)
-        if self.vectorize is not None:
-            ds = ds.map(lambda batch, seed: (self.vectorize(*batch), seed), num_parallel_calls=AUTOTUNE)
-        if self.augment is not None:
-            ds = ds.map(lambda batch, seed: (self.augment(*batch, seed), seed), num_parallel_calls=AUTOTUNE)
-        return ds.map(lambda batch, seed: batch).with_options(pipeline_options()).prefetch(AUTOTUNE)
+        pairs = seeds.map(lambda seed: (draw(seed), seed), num_parallel_calls=AUTOTUNE)
+        return prepared(pairs.with_options(pipeline_options()), self.vectorize, self.augment)
 
 
 def random_shift(images: tf.Tensor, max_shift: int, seed: tf.Tensor) -> tf.Tensor:

@@ -92,7 +92,7 @@ def private_train_step(model, plan: Plan):
     chunk = max(1, CHUNK_FLOATS // sum(int(np.prod(w.shape)) for w in weights))
 
     def one_example(example):
-        x, y = tree_map(lambda t: t[None], example)
+        x, y = tf.nest.map_structure(lambda t: t[None], example)
         with tf.GradientTape() as tape:
             prediction = model(x, training=True)
             # The compiled loss alone (Keras divides it by the replica count; undone): weight
@@ -100,7 +100,7 @@ def private_train_step(model, plan: Plan):
             loss = unscale_loss_for_distribution(model._compile_loss(y, prediction))
             scaled = model.optimizer.scale_loss(loss)  # float16's loss scale, if any
         grads = tape.gradient(scaled, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        return [tf.convert_to_tensor(g) for g in grads], loss, tree_map(lambda t: t[0], prediction)
+        return [tf.convert_to_tensor(g) for g in grads], loss, tf.nest.map_structure(lambda t: t[0], prediction)
 
     vectorized = tf.function(lambda x, y: tf.vectorized_map(one_example, (x, y)))
     how = {"vectorized": True}
@@ -117,7 +117,7 @@ def private_train_step(model, plan: Plan):
                 print(f"--dp: per-example gradients in a loop over the examples (slower): TensorFlow cannot "
                       f"vectorise this model's gradient ({str(err).strip().splitlines()[-1][:120]})", flush=True)
         signature = ([tf.TensorSpec(w.shape, w.dtype) for w in weights], tf.TensorSpec([], tf.float32),
-                     tree_map(lambda o: tf.TensorSpec(o.shape[1:], o.dtype), model.outputs[0]))
+                     tf.nest.map_structure(lambda o: tf.TensorSpec(o.shape[1:], o.dtype), model.outputs[0]))
         return tf.map_fn(one_example, (x, y), fn_output_signature=signature)
 
     def clipped_sum(x, y, loss_scale):
@@ -143,7 +143,7 @@ def private_train_step(model, plan: Plan):
 
         def next_chunk(start, sums):
             end = tf.minimum(start + chunk, count)
-            part = tree_map(lambda t: t[start:end], (x, y))
+            part = tf.nest.map_structure(lambda t: t[start:end], (x, y))
             return end, [a + b for a, b in zip(sums, clipped_sum(*part, loss_scale))]
 
         _, sums = tf.while_loop(more, next_chunk, (tf.constant(0), [tf.zeros(w.shape, tf.float32) for w in weights]))
@@ -163,10 +163,6 @@ def private_train_step(model, plan: Plan):
         return model.get_metrics_result()
 
     return train_step
-
-
-def tree_map(fn, structure):
-    return tf.nest.map_structure(fn, structure)
 
 
 def make_private(model, plan: Plan) -> None:

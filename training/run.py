@@ -178,8 +178,9 @@ def run(app, config: RunConfig) -> dict:
     if dp:  # the guarantee the trained weights carry, beside them and in the exported version
         config = dataclasses.replace(config, privacy=privacy.record(dp, int(model.optimizer.iterations.numpy()), app))
         serving = serving._replace(files={**serving.files, "privacy.json": json.dumps(config.privacy, indent=2)})
+        if chief:  # run_config.json's "privacy" now says what was spent, not only what was planned
+            (run_dir / "run_config.json").write_text(config.to_json())
     if chief:
-        (run_dir / "run_config.json").write_text(config.to_json())
         model.save(run_dir / "model.keras")
         for name, text in serving.files.items():  # e.g. the vocabulary: --init-from this run reads it
             (run_dir / name).write_text(text)
