@@ -8,7 +8,7 @@ from errors import UsageError
 
 def test_defaults_come_from_the_chosen_model():
     config = parse_config(mnist, [])
-    assert (config.model, config.epochs, config.batch_size) == ("cnn_bn", 12, 128)
+    assert (config.model, config.epochs, config.batch_size) == ("cnn_bn", 10, 128)
     seed_cnn = parse_config(mnist, ["--model", "cnn"])
     assert (seed_cnn.epochs, seed_cnn.batch_size) == (10, 64)  # the article's S2 recipe
 

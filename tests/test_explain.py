@@ -121,3 +121,22 @@ def test_explain_a_users_picture_and_refuse_bad_ones(tmp_path, trained_cnn, mnis
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and err.startswith("error: --explain") and words in err, err
     assert sorted(p.name for p in picture.parent.iterdir()) == ["drawn-1.png"]  # nothing written for bad input
+
+
+def test_grad_cam_reads_the_last_convolution_before_it_is_pooled():
+    """Grad-CAM's layer holds the last conv block's 11x11 maps whichever way the block is ordered:
+    the ReLU when batch norm and ReLU come before the pooling, the convolution itself when the
+    block pools first (cnn_bn's default, apps/images.py: _conv_bn); the MLP has none."""
+    from apps import images, mnist
+    from training.config import apply_hparams, parse_config
+
+    def layer_of(model_name, **hparams):
+        config = apply_hparams(parse_config(mnist, ["--model", model_name]), hparams)
+        model = images.MODELS[model_name].build(config, None, 430)[0]
+        name = explain.last_feature_maps(model)
+        return name and (type(model.get_layer(name)).__name__, tuple(model.get_layer(name).output.shape[1:3]))
+
+    assert layer_of("cnn_bn") == ("Conv2D", (11, 11))
+    assert layer_of("cnn_bn", norm="before_pool") == ("ReLU", (11, 11))
+    assert layer_of("convnet") == ("Conv2D", (11, 11))
+    assert layer_of("mlp") is None

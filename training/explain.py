@@ -98,12 +98,21 @@ def grad_cam(model: keras.Model, layer_name: str, inputs, classes: np.ndarray, s
 
 def last_feature_maps(model: keras.Model) -> str | None:
     """The last layer with [batch, h, w, channels] feature maps that a convolution made
-    (its own activation or the ReLU after its batch norm), before any pooling; None for models without one."""
-    name = None
+    before they are pooled: the convolution itself, or its activation, batch norm
+    or the ReLU after it when those come before the pooling. None for models without one.
+    (A block that pools right after its convolution gives the convolution's maps,
+    at twice the resolution of what follows the pooling.)"""
+    name, pooled = None, False
     for layer in model.layers:
         shape = getattr(layer, "output", None) is not None and layer.output.shape
-        if shape and len(shape) == 4 and isinstance(layer, (keras.layers.Conv2D, keras.layers.ReLU,
-                                                           keras.layers.Activation, keras.layers.BatchNormalization)):
+        if not shape or len(shape) != 4:
+            continue
+        if isinstance(layer, keras.layers.Conv2D):
+            name, pooled = layer.name, False
+        elif isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)):
+            pooled = True
+        elif not pooled and name and isinstance(layer, (keras.layers.ReLU, keras.layers.Activation,
+                                                        keras.layers.BatchNormalization)):
             name = layer.name
     return name
 
