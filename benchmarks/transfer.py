@@ -135,7 +135,8 @@ def main() -> None:
             sources = {app.NAME: bench.source(app, [], "source") for app in (mnist, fashion_mnist)}  # default models
             convnet = bench.source(fashion_mnist, ["--model", "convnet"], "convnet")
             out.append("Fashion-MNIST, all 55,000 training labels, test accuracy (seed 42, one run each):\n"
-                       f"  default cnn_bn (12 epochs) {100 * sources['fashion_mnist']['test_accuracy']:.2f} %  "
+                       f"  default cnn_bn ({fashion_mnist.MODELS['cnn_bn'].epochs} epochs) "
+                       f"{100 * sources['fashion_mnist']['test_accuracy']:.2f} %  "
                        f"({sources['fashion_mnist']['seconds']:.0f} s)\n"
                        f"  keras.io convnet (15 epochs, batch 128, Adam) {100 * convnet['test_accuracy']:.2f} %  "
                        f"({convnet['seconds']:.0f} s)\n"
