@@ -10,7 +10,8 @@ its description (Conv32-Pool-Conv64-Pool-Dropout 0.5-Dense 10, Adam 1e-3,
 batch 128, 15 epochs, no augmentation; apps/images.py). It trains on the
 suite's 55,000 training images where that example splits off 6,000 of the
 60,000 itself. "before" is the default as it stood before issue 15 (batch
-norm ahead of pooling, 12 epochs), kept to show what the change bought.
+norm ahead of pooling, 12 epochs; its batch-norm momentum is today's), kept
+to show what the change bought.
 
 Every row trains through the same pipeline and model code as
 `python -m apps.mnist`, without TensorBoard or export. After every epoch the
@@ -38,9 +39,11 @@ from training.run import build_pipelines  # noqa: E402
 
 TARGETS = (0.990, 0.992, 0.995, 0.996)
 PEER = "convnet"
-# The default of issue 14 (apps/images.py before issue 15), for the "before" row.
+# The default of issue 14 (apps/images.py before issue 15), for the "before" row. Its batch-norm
+# momentum follows today's rule (0.9, apps/images.py: batch_norm_momentum), which costs no step
+# anything but lifts its first epochs' evaluations: the old 0.99 evaluated at 20-65 % after epoch 1.
 BEFORE = dict(epochs=12, batch_size=128, learning_rate=3e-3,
-              hparams=dict(norm="before_pool", dense_units=128, dropout=0.25, weight_decay=5e-4, bn_momentum=0.99))
+              hparams=dict(norm="before_pool", dense_units=128, dropout=0.25, weight_decay=5e-4))
 
 
 def pipeline_speed(splits, batch: int, augment) -> float:
