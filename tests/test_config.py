@@ -40,3 +40,11 @@ def test_identity_follows_what_changes_the_model_not_where_outputs_go():
     assert base.identity() == parse_config(mnist, ["--epochs", "2", "--logdir", "/elsewhere", "--fresh"]).identity()
     assert base.identity() != parse_config(mnist, ["--epochs", "3"]).identity()
     assert base.identity() != parse_config(mnist, ["--epochs", "2", "--seed", "7"]).identity()
+
+
+def test_batch_norm_momentum_is_keras_default_only_for_smoke_length_runs():
+    """apps/images.py: batch_norm_momentum: 0.99 below 100 steps, 0.9 from there (issue 15)."""
+    from apps.images import batch_norm_momentum
+
+    assert batch_norm_momentum(16) == batch_norm_momentum(99) == 0.99
+    assert batch_norm_momentum(100) == batch_norm_momentum(156) == batch_norm_momentum(4290) == 0.9
