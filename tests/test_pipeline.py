@@ -142,3 +142,30 @@ def test_corrupt_cache_is_reported_not_used_and_not_deleted(tmp_path):
     with pytest.raises(UsageError, match="corrupt.*delete"):
         mirror.load_cache(path)
     assert path.exists()
+
+
+def test_character_ngrams_within_words_are_the_same_in_tensorflow_and_in_the_phone_recipe():
+    """The bag's character vocabulary: TF's split, and phone_inputs' NumPy rule written from the
+    same TextVectorization, give the same n-grams and the same TF-IDF vector, edge cases included."""
+    from keras import layers
+
+    from pipelines.text import CharacterNgramsWithinWords
+    from training import phone_inputs
+
+    texts = ["Sooo HAPPY!!! #blessed", "  two\tspaces \n and  a newline ", "a", "", "café ☕ naïve 😀😀",
+             "@user http://t.co/x b"]
+    split = CharacterNgramsWithinWords((1, 2, 3))
+    got = [[g.decode() for g in row] for row in split(tf.constant(texts)).to_list()]
+    assert got[2] == [" ", "a", " ", " a", "a ", " a "]  # one letter, padded: " a "
+    assert got[3] == []  # nothing to split
+    assert "o h" not in sum(got, []) and "! #" not in sum(got, [])  # nothing across a word gap
+
+    vectorizer = layers.TextVectorization(split=split, standardize="lower", output_mode="tf_idf")
+    vectorizer.adapt(tf.constant(texts))
+    encoder = phone_inputs.text_encoder(vectorizer, "text")
+    assert encoder["split"] == "character_ngrams_within_words" and encoder["widths"] == [1, 2, 3]
+    for text in texts:
+        recipe = phone_inputs.tokens(encoder, text)
+        assert sorted(recipe) == sorted(g.decode() for g in split(tf.strings.lower(tf.constant([text]))).to_list()[0])
+    np.testing.assert_allclose(phone_inputs.encode(encoder, {"text": np.array(texts + ["unseen WORDS"])}),
+                               vectorizer(tf.constant(texts + ["unseen WORDS"])).numpy(), rtol=1e-6)

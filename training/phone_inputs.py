@@ -29,7 +29,9 @@ The JSON: {"inputs": {<tflite input>: <encoder>}} where an encoder is one of
 text steps, in order: "prefix" and "suffix" added; "standardize": null, "lower"
 (ASCII letters only, as tf.strings.lower) or "lower_and_strip_punctuation"
 (then every character of PUNCTUATION removed); "split": "whitespace" (runs of
-ASCII whitespace, ends stripped) or "character" (Unicode code points);
+ASCII whitespace, ends stripped), "character" (Unicode code points) or
+"character_ngrams_within_words" (each whitespace-split word padded as " word ",
+then its runs of n code points for each n in "widths", joined with nothing);
 "ngrams": [n, ...] (tokens n at a time, joined by one space), then the vocabulary.
 """
 from __future__ import annotations
@@ -49,11 +51,12 @@ _ASCII_UPPER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 def text_encoder(vectorizer, source: str, prefix: str = "", suffix: str = "", kind: str | None = None) -> dict:
     """The encoder of a Keras TextVectorization (its vocabulary, idf weights, ...) reading `source`."""
     config = vectorizer.get_config()
-    if callable(config["standardize"]) or callable(config["split"]):
+    # A callable split can be written down only if it says how (pipelines/text.py: CharacterNgramsWithinWords).
+    split = config["split"].phone_recipe() if hasattr(config["split"], "phone_recipe") else {"split": config["split"]}
+    if callable(config["standardize"]) or callable(split["split"]):
         raise ValueError(f"{vectorizer.name}: a callable standardize or split cannot be written down for a phone")
     ngrams = config["ngrams"]
-    encoder = {"from": source, "prefix": prefix, "suffix": suffix, "standardize": config["standardize"],
-               "split": config["split"],
+    encoder = {"from": source, "prefix": prefix, "suffix": suffix, "standardize": config["standardize"], **split,
                "ngrams": list(range(1, ngrams + 1)) if isinstance(ngrams, int) else list(ngrams or [1]),
                "vocabulary": [t.decode() if isinstance(t, bytes) else t for t in vectorizer.get_vocabulary()]}
     mode = config["output_mode"]
@@ -82,6 +85,9 @@ def tokens(encoder: dict, text: str) -> list[str]:
         parts = [p for p in _ASCII_SPACE.split(text) if p]
     elif encoder["split"] == "character":
         parts = list(text)
+    elif encoder["split"] == "character_ngrams_within_words":  # each word as " word ", its n-grams of each width
+        parts = [padded[i:i + n] for padded in (f" {w} " for w in _ASCII_SPACE.split(text) if w)
+                 for n in encoder["widths"] for i in range(len(padded) - n + 1)]
     else:
         raise ValueError(f"unknown split {encoder['split']!r}")
     grams = encoder.get("ngrams", [1])
