@@ -37,7 +37,7 @@ from training.config import parse_config  # noqa: E402
 from training.run import run  # noqa: E402
 
 # DP runs of the text and regression apps: their default models, sized for DP-SGD by flags. The
-# default bag's 6.4 million weights make each example's gradient 26 MB and drown it in noise
+# default bag's 3.2 million weights make each example's gradient 13 MB and drown it in noise
 # spread over all of them; 5,000 word n-grams into 32 units are 160,000 weights, and a batch of
 # 1,024 divides the noise by more examples. Auto MPG's 251 cars: batches of 64, 50 epochs.
 SENTIMENT_DP = ["--max-tokens", "5000", "--char-tokens", "0", "--batch-size", "1024", "--epochs", "10",

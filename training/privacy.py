@@ -77,8 +77,8 @@ def private_train_step(model, plan: Plan):
 
     The batch's per-example gradients are taken in chunks of at most
     CHUNK_FLOATS numbers, each chunk clipped and summed before the next: the
-    sentiment bag model's 6.4 million weights make one example's gradient
-    26 MB, so a whole batch of them at once would not fit. The MNIST DP
+    sentiment bag model's 3.2 million weights make one example's gradient
+    13 MB, so a whole batch of them at once would not fit. The MNIST DP
     model's batch is one chunk. The chunks change nothing but memory: every
     example is still clipped on its own.
     """
