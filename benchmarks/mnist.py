@@ -160,9 +160,11 @@ def main(argv=None) -> int:
         print(f"error: unknown model(s) {unknown}; choose from {list(mnist.MODELS)}", file=sys.stderr)
         return 2
     try:
-        seeds = [int(s) for s in args.seeds.split(",") if s]
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
-        print(f"error: --seeds takes comma-separated integers, not {args.seeds!r}", file=sys.stderr)
+        seeds = []
+    if not seeds:  # no default row would leave nothing to judge the targets by
+        print(f"error: --seeds takes one or more comma-separated integers, not {args.seeds!r}", file=sys.stderr)
         return 2
     started = time.perf_counter()
     splits = mnist.load_data(parse_config(mnist, ["--data-source", "mirror"]))
