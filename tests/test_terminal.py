@@ -67,7 +67,7 @@ def test_help_explains_every_flag_once_in_groups():
                   "examples:"):
         assert group in text, group
     assert "--seed N" in text and "(default: 42)" in text and "GLOBAL batch size" in text
-    assert "(default: bag)" in text and "bag: TF-IDF word 1-2" in text  # the model list, without "default: default:"
+    assert "(default: bag)" in text and "bag: TF-IDF word 1-3" in text  # the model list, without "default: default:"
 
 
 def test_tuning_answers_help(capsys):
