@@ -39,6 +39,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from apps import charlm, fashion_mnist, mnist, sentiment  # noqa: E402
 from training.config import parse_config  # noqa: E402
+from training.outputs import resolve_run_dir  # noqa: E402
 from training.run import run  # noqa: E402
 
 # labels: (batch size, epochs, how many of --seeds). Small sets get small batches and
@@ -65,14 +66,16 @@ class Bench:
     def run(self, app, argv: list[str]) -> dict:
         """One run of the app, its output into the log; returns its results and where its model is."""
         fresh = [] if "--run-id" in argv else ["--fresh"]
+        # --publish always: every run exports into one scratch folder, and a run that scores below the
+        # one before it (a scratch run after its source model) is a figure to report, not a version to hold back.
         config = parse_config(app, [*argv, "--data-source", "mirror", *fresh, "--logdir", f"{self.workdir}/runs",
-                                    "--export-dir", f"{self.workdir}/export"])
+                                    "--export-dir", f"{self.workdir}/export", "--publish", "always"])
+        run_dir = resolve_run_dir(config)  # the folder run() picks, so its model.keras
         started = time.perf_counter()
         with open(self.log, "a") as out, contextlib.redirect_stdout(out):
             print(f"\n==== {app.NAME} {' '.join(argv)}", flush=True)
             results = run(app, config)
-        runs = sorted((Path(self.workdir) / "runs" / app.NAME).iterdir(), key=lambda p: p.stat().st_mtime)
-        results.update(seconds=time.perf_counter() - started, model=str(runs[-1] / "model.keras"))
+        results.update(seconds=time.perf_counter() - started, model=str(run_dir / "model.keras"))
         print(f"  {app.NAME:13s} {' '.join(argv)[:90]:90s} test_accuracy={results['test_accuracy']:.4f} "
               f"({results['seconds']:.0f} s)", flush=True)
         return results
