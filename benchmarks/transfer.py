@@ -39,7 +39,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from apps import charlm, fashion_mnist, mnist, sentiment  # noqa: E402
 from training.config import parse_config  # noqa: E402
-from training.outputs import resolve_run_dir  # noqa: E402
+from training.outputs import FINISHED, resolve_run_dir  # noqa: E402
 from training.run import run  # noqa: E402
 
 # labels: (batch size, epochs, how many of --seeds). Small sets get small batches and
@@ -55,7 +55,7 @@ class Bench:
 
     def source(self, app, argv: list[str], name: str) -> dict:
         """A model every comparison starts from: trained once as WORKDIR/runs/<app>/<name>, reused if finished there."""
-        finished = Path(self.workdir) / "runs" / app.NAME / name / "FINISHED.json"
+        finished = Path(self.workdir) / "runs" / app.NAME / name / FINISHED
         if not finished.exists():
             return self.run(app, [*argv, "--run-id", name])
         results = json.loads(finished.read_text())
