@@ -20,8 +20,9 @@ from training.litert import LiteRT
 
 
 def _inputs():
+    """The raw uint8 image and its pixels in 0..1, in float32 whatever the policy (training/precision.py)."""
     image = keras.Input((28, 28, 1), dtype="uint8", name="image")
-    return image, layers.Rescaling(1 / 255.0)(image)
+    return image, layers.Rescaling(1 / 255.0, dtype="float32")(image)
 
 
 def _classifier(x):

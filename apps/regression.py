@@ -72,6 +72,9 @@ def preprocess(inputs, splits, makers: bool):
     with the training split's mean and variance: the statistics a
     Normalization layer's adapt() would compute, taken with NumPy here so no
     variable is assigned inside a distribution strategy's scope.
+    All of it in float32 whatever the policy (the lookups' one-hots are float32
+    of themselves): a car's weight (up to 5,140 lb) has a variance of about
+    700,000, past float16's 65,504 (training/precision.py).
     """
     numeric = splits.info["numeric"]
     train, _ = next(iter(splits.train.batch(1 << 20)))  # the whole (small) training split, raw
@@ -84,17 +87,17 @@ def preprocess(inputs, splits, makers: bool):
         known = sorted({regression_parts.car_maker(n.decode()) for n in np.asarray(train["car_name"])})
         lookup = layers.StringLookup(vocabulary=known, output_mode="one_hot", name="maker_one_hot")
         parts.append(lambda f: lookup(maker(f["car_name"])))
-        diesel = regression_parts.Diesel(name="diesel")
+        diesel = regression_parts.Diesel(name="diesel", dtype="float32")
         parts.append(lambda f: diesel(f["car_name"]))
 
     def encode(features):
         encoded = [part(features) for part in parts]
-        return layers.Concatenate(name="encoded")(encoded) if len(encoded) > 1 else encoded[0]
+        return layers.Concatenate(name="encoded", dtype="float32")(encoded) if len(encoded) > 1 else encoded[0]
 
     values = np.asarray(encode(train))
     variance = values.var(0)
     variance[variance == 0] = 1.0  # a column constant on train (the unknown-origin slot) stays as it is
-    return layers.Normalization(mean=values.mean(0), variance=variance, name="standardise")(encode(inputs))
+    return layers.Normalization(mean=values.mean(0), variance=variance, name="standardise", dtype="float32")(encode(inputs))
 
 
 def _output(x):

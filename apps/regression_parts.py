@@ -42,7 +42,12 @@ class CarMaker(keras.layers.Layer):
     """'chevy monte carlo' -> 'chevrolet': lower-cased first word, aliases merged.
 
     In the model (not in the pipeline) so the exported model takes the raw name.
+    String ops have no XLA kernels (--xla on trains this model without XLA).
     """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_jit = False
 
     def call(self, names):
         first = tf.strings.regex_replace(tf.strings.lower(names), _FIRST_WORD, r"\1")
@@ -58,6 +63,10 @@ class CarMaker(keras.layers.Layer):
 class Diesel(keras.layers.Layer):
     """1.0 where the car's name says diesel: diesels run 30-45 mpg at weights
     where petrol cars run 20-30, and the name is the only place that says so."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_jit = False  # a string op (see CarMaker)
 
     def call(self, names):
         return tf.cast(tf.strings.regex_full_match(tf.strings.lower(names), ".*diesel.*"), "float32")[:, None]

@@ -8,7 +8,8 @@ import tensorflow as tf
 
 from conftest import cli, start_cluster, ONLY_TRAINING
 from errors import UsageError
-from training.strategy import read_tf_config, resolve_mixed_precision, resolve_strategy
+from training.precision import resolve_mixed_precision
+from training.strategy import read_tf_config, resolve_strategy
 
 
 def test_cpu_and_auto_on_a_cpu_only_machine_use_the_default_strategy():

@@ -20,6 +20,7 @@ lines = [
     "To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow with the appropriate compiler flags.",
     "E0000 00:00:1796120772.731229   30648 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)",
     "E0000 00:00:1796120772.894435   30648 util.cc:131] oneDNN supports DT_BOOL only on platforms with AVX-512. Falling back.",
+    "E0000 00:00:1796359451.215296    2533 util.cc:131] oneDNN supports DT_HALF only on platforms with AVX-512. Falling back to the default Eigen-based implementation if present.",
     "WARNING:absl:Variant folder /root/tensorflow_datasets/mnist/3.0.1 has no dataset_info.json",
     "W0000 00:00:1796120772.894435   30648 some_op.cc:99] a real native warning",
     "E0000 00:00:1796120772.894435   30648 some_op.cc:12] a real native error",
@@ -44,7 +45,7 @@ def test_start_up_chatter_is_filtered_and_real_lines_survive_a_crash():
 
 def test_verbose_shows_everything():
     result = _noisy("--verbose")
-    assert len(result.stderr.splitlines()) == 10 and "failed call to cuInit" in result.stderr
+    assert len(result.stderr.splitlines()) == 11 and "failed call to cuInit" in result.stderr
 
 
 def test_a_bad_flag_is_one_line_and_nothing_else():

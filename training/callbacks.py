@@ -93,9 +93,10 @@ class OpGraph(keras.callbacks.Callback):
 
 class StepLog(keras.callbacks.Callback):
     """One JSON line per training step: epoch and step in it (0-based), the
-    optimizer's global step after it, and the step's logs. Machine-readable:
-    the multi-worker test compares it with a single-process run, the resume
-    tests check that every global step was trained once."""
+    optimizer's global step after it, the wall-clock time it ended at and the
+    step's logs. Machine-readable: the multi-worker test compares it with a
+    single-process run, the resume tests check that every global step was
+    trained once, the benchmarks take step times from it."""
 
     def __init__(self, path):
         super().__init__()
@@ -107,7 +108,7 @@ class StepLog(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         row = {"epoch": self.epoch, "step": batch, "global_step": int(self.model.optimizer.iterations.numpy()),
-               **{k: float(v) for k, v in (logs or {}).items()}}
+               "time": round(time.time(), 4), **{k: float(v) for k, v in (logs or {}).items()}}
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
 

@@ -6,7 +6,10 @@ version (training/serving_check.py) and the metric's one tolerance
 
 LiteRT: the float32 file must reproduce the SavedModel on the whole test set
 (raw inputs through preprocessing.json's recipe), else the recipe is wrong and
-no LiteRT file is kept. A compressed file that loses more than the tolerance
+no LiteRT file is kept. For a model trained in float16 or bfloat16 the files
+are converted from its float32 copy (training/precision.py), which the float32
+file must reproduce instead; every file's score is still judged against the
+SavedModel's. A compressed file that loses more than the tolerance
 is not kept; one line says so and by how much.
 
 The gate (what TFX's Evaluator calls blessing): a new version is scored on the
@@ -45,13 +48,17 @@ def keep_litert(staging: Path, plan: dict, report: dict) -> list[str]:
         for entry in entries.values():
             entry["kept"] = False
         if "error" in exact:
-            return [f"LiteRT: no files written: the float32 file could not be made ({exact['error']})"]
-        return [f"LiteRT: no files written: the float32 file does not reproduce the SavedModel (outputs differ by up to "
+            return [f"LiteRT: no files written: the float32 file could not be made: {exact['error']}; the "
+                    f"SavedModel is published without them (its {EVALUATION} holds the converter's whole "
+                    "message; --litert none skips LiteRT files)"]
+        model = "the SavedModel's float32 copy" if "float32_copy" in report else "the SavedModel"
+        return [f"LiteRT: no files written: the float32 file does not reproduce {model} (outputs differ by up to "
                 f"{exact['max_difference']:.3g}): preprocessing.json is wrong for this model; please report this as a bug"]
     for variant, entry in entries.items():
         if "error" in entry:
             entry["kept"] = False
-            lines.append(f"LiteRT {variant}: not written: {entry['error']}")
+            lines.append(f"LiteRT {variant}: not written: {entry['error']}; the other files are checked as usual "
+                         f"(--litert VARIANT or none chooses which are made)")
         elif not scores.within(kind, reference, entry["score"]):
             entry["kept"] = False
             (folder / file_name(variant)).unlink(missing_ok=True)
@@ -67,7 +74,8 @@ def keep_litert(staging: Path, plan: dict, report: dict) -> list[str]:
 
 def write_evaluation(staging: Path, report: dict) -> None:
     """The version's test scores and LiteRT measurements, beside it (TF Serving ignores the file)."""
-    record = {k: v for k, v in report.items() if k in ("metric", "savedmodel", "previous", "litert")}
+    record = {k: v for k, v in report.items() if k in ("metric", "loaders", "savedmodel", "float32_copy", "previous",
+                                                        "litert")}
     (staging / EVALUATION).write_text(json.dumps(record, indent=2))
 
 

@@ -25,7 +25,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from training import deployment
+from training import deployment, precision
 
 
 def existing_versions(base: Path) -> list[int]:
@@ -64,14 +64,19 @@ class Serving(NamedTuple):
 
 
 def serving_endpoint(serving: Serving, model):
-    """(fn, input_signature) for serving.serve, every input named after the signature keys."""
+    """(fn, input_signature) for serving.serve, every input named after the signature keys.
+
+    Float outputs are float32 whatever the model computes in (a float16 or bfloat16
+    model's clients get the same signature as a float32 model's).
+    """
     import tensorflow as tf
 
     names = list(serving.signature)
     specs = [tf.TensorSpec(s.shape, s.dtype, name=n) for n, s in serving.signature.items()]
 
     def serve(*tensors):
-        return serving.serve(model, **dict(zip(names, tensors)))
+        outputs = serving.serve(model, **dict(zip(names, tensors)))
+        return {k: tf.cast(v, tf.float32) if v.dtype in (tf.float16, tf.bfloat16) else v for k, v in outputs.items()}
 
     return serve, specs
 
@@ -192,16 +197,26 @@ def check_plan(serving: Serving, model, config, base: Path, staging: Path, work:
     scored = bool(serving.metric) and test is not None
     previous = existing_versions(base)
     plan = {"metric": list(serving.metric) if scored else [], "variants": [], "keep": [], "core": None,
-            "previous": str(base / str(previous[-1])) if previous and scored else None}
+            "previous": str(base / str(previous[-1])) if previous and scored else None,
+            "precision": precision.compute_dtype(model), "float32": None}
     if scored and config.litert != "none" and serving.litert is not None:
         from training import litert, phone_inputs
 
+        # LiteRT's kernels are float32 (its float16 file stores float16 weights and computes in float32):
+        # a model trained in float16 or bfloat16 is converted from a float32 copy of its trained weights,
+        # and the float32 file is held to that copy's outputs (training/precision.py).
+        source = precision.float32_copy(model)
+        if source is not model:
+            plan["float32"] = str(work / "float32")
+            write_saved_model(serving, source, work / "float32")
         spec = serving.litert.preprocessing or litert.raw_preprocessing(serving.signature)
-        spec = spec(model) if callable(spec) else spec
+        spec = spec(source) if callable(spec) else spec
         litert.write_preprocessing(staging / litert.FOLDER, spec)
         if serving.litert.core is not None:
             plan["core"] = str(work / "core")
-            litert.write_core(serving.litert, model, work / "core")
+            litert.write_core(serving.litert, source, work / "core")
+        elif plan["float32"]:
+            plan["core"] = plan["float32"]  # the served function itself, in float32
         np.savez(work / "representative.npz", **phone_inputs.prepare(spec, test.representative))
         plan["keep"] = [v for v in serving.litert.variants if config.litert in ("all", v)]
         # float32 is always made: it is what proves preprocessing.json right (training/deployment.py)
@@ -226,9 +241,10 @@ def check_in_fresh_process(staging: Path, work: Path, inputs: dict, expected: di
         report = json.loads((work / "report.json").read_text()) if (work / "report.json").exists() else {}
         if result.returncode == 0 and report.get("complete"):
             return report
-        crashed = [v for v in plan["variants"] if v not in report.get("litert", {}) and v not in skip]
+        skipped = [s.split("=")[0] for s in skip[1::2]]
+        crashed = [v for v in plan["variants"] if v not in report.get("litert", {}) and v not in skipped]
         if result.returncode < 0 and "savedmodel" in report and crashed:  # killed by a signal while converting
-            skip += ["--skip", crashed[0]]
+            skip += ["--skip", f"{crashed[0]}={-result.returncode}"]
             continue
         tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"the exported SavedModel failed verification in a fresh process: {tail}")

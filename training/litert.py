@@ -20,6 +20,7 @@ native code, and on an LSTM its full-integer path has crashed the process
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -87,6 +88,51 @@ def convert(saved_model: Path, variant: str, representative: dict | None) -> byt
         converter.representative_dataset = lambda: ({k: v[i:i + 1] for k, v in representative.items()} for i in range(rows))
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]  # fail rather than fall back to float
     return converter.convert()
+
+
+def refusal(err: Exception) -> str:
+    """The converter's refusal as one readable line: what it could not convert and why, never its MLIR.
+
+    TF 2.21's ConverterError is a page of MLIR locations; what a person needs is in its error
+    lines: the TensorFlow ops it has no LiteRT kernel for, its error codes, or the first message.
+    """
+    text = str(err)
+    ops = list(dict.fromkeys(re.findall(r"'(tf\.\w+)' op is neither a custom op nor a flex op", text)))
+    codes = list(dict.fromkeys(re.findall(r"Error code: (\w+)", text)))
+    types = list(dict.fromkeys(re.findall(r"tensor<[^>]*x(f16|bf16)>", text)))
+    if ops:
+        line = (f"the converter refused {len(ops)} TensorFlow op(s) that have no LiteRT builtin kernel: "
+                f"{', '.join(ops[:5])}{', ...' if len(ops) > 5 else ''}")
+        line += f" (on {'/'.join(types)} tensors)" if types else ""
+    else:
+        messages = [_without_locations(m) for m in re.findall(r"error: (.*)", text)]
+        first = next((m for m in messages if m), "") or (text.strip().splitlines() or [type(err).__name__])[0]
+        line = f"the converter refused the model: {first[:200]}"
+    return line + (f" [{', '.join(codes)}]" if codes else "")
+
+
+def _without_locations(message: str) -> str:
+    """An MLIR error message without its leading loc(...) (nested parentheses) and the colon after it."""
+    message = message.strip()
+    if not message.startswith("loc("):
+        return message
+    depth = 0
+    for i, char in enumerate(message):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and char == ")":
+            return message[i + 1:].lstrip(": ").strip()
+    return ""
+
+
+def crash(signal_number: str | int) -> str:
+    """A converter crash (native code killed the checking process) as one line."""
+    import signal
+
+    try:
+        name = signal.Signals(int(signal_number)).name
+    except ValueError:
+        name = f"signal {signal_number}"
+    return f"the converter crashed ({name}) converting this model"
 
 
 class Runner:

@@ -32,8 +32,9 @@ from training.export import TestSet, export_version
 from training.litert import REPRESENTATIVE
 from training.transfer import Transfer
 from training.outputs import check_writable, mark_finished, report, resolve_run_dir, weights_digest
+from training.precision import cpu_note, resolve_mixed_precision
 from training.strategy import (describe, in_cluster, is_chief, lost_worker_message, LOST_WORKER_ERRORS,
-                               resolve_mixed_precision, resolve_strategy, task_label)
+                               resolve_strategy, task_label, xla_status)
 
 JIT = {"auto": "auto", "on": True, "off": False}
 RESUME_HINT = "rerun the same command to resume from the last backup"
@@ -91,6 +92,8 @@ def run(app, config: RunConfig) -> dict:
     print(f"{app.NAME}: model {config.model}, {config.epochs} epoch(s), global batch {config.batch_size} "
           f"over {replicas} replica(s) ({describe(strategy)}), precision {policy}"
           + (", deterministic" if config.deterministic else ""), flush=True)
+    if cpu_note(policy):
+        print(cpu_note(policy), flush=True)
     print(f"run folder {run_dir}", flush=True)
 
     # ---- Data: unbatched examples from the app, batched by the shared pipelines.
@@ -134,6 +137,8 @@ def run(app, config: RunConfig) -> dict:
         transfer.compile(model, compile_kwargs, start.epoch, **compile_options)
         if dp:
             privacy.make_private(model, dp)
+    if xla_status(model, config.xla):
+        print(xla_status(model, config.xla), flush=True)
     if restore:
         restore.check(model.variables)  # a backup of another model is refused before any training (and loaded at its start)
 

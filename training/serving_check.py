@@ -1,6 +1,6 @@
 """The fresh process that checks a staged export before it is published (training/export.py starts it).
 
-    python -m training.serving_check STAGING WORK [--skip VARIANT ...]
+    python -m training.serving_check STAGING WORK [--skip VARIANT=SIGNAL ...]
 
 WORK holds what the training process prepared: check.json (the metric, the
 LiteRT variants, the newest published version), inputs.npz + expected.npz (a
@@ -9,11 +9,13 @@ few real test examples and the in-memory model's outputs for them), test.npz
 training examples for int8 calibration). In order, it
   1. loads the SavedModel as Python does (tf.saved_model.load) and as TF Serving
      does (training/rest.py: the "serve" MetaGraph in a session, tensors by
-     name), and compares both with the in-memory model; the version's
+     name), and compares both with the in-memory model (at the precision it
+     computes in: training/precision.py); the version's
      sample_request.json goes through TF Serving's REST conversion in both the
      row and the columnar format;
   2. scores the SavedModel, and the newest published version, on the test set;
-  3. converts each LiteRT variant, runs it one example at a time in the
+  3. converts each LiteRT variant (from a float32 copy of a model trained in
+     float16 or bfloat16), runs it one example at a time in the
      LiteRT runtime on the test set (after preprocessing.json's recipe, read
      back from the file), and records its size, score and latency.
 Results go to WORK/report.json, written after every step: if the converter
@@ -29,10 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from training import litert, phone_inputs, scores
+from training import litert, phone_inputs, precision, scores
 from training.rest import SessionModel, to_feeds
 
-TOLERANCE = 1e-5  # float32 outputs of one model through two loaders
 BATCH = 256
 
 
@@ -41,17 +42,47 @@ def _load(path: Path) -> dict:
         return {k: (v.astype(object) if v.dtype.kind == "S" else v) for k, v in data.items()}
 
 
-def _same(name: str, got, want, tolerance: float, where: str) -> None:
-    got, want = np.asarray(got), np.asarray(want)
-    if want.dtype.kind in "OSU":
-        same = got.shape == want.shape and [bytes(x) for x in got.reshape(-1)] == [bytes(x) for x in want.reshape(-1)]
-    else:
-        same = got.shape == want.shape and np.allclose(got, want, atol=tolerance)
-    if not same:
-        raise AssertionError(f"{where}: output {name!r} differs from the in-memory model")
+class Agreement:
+    """Compares one evaluation of the model with another at the precision the model computes in
+    (training/precision.py: TOLERANCE): float outputs element-wise; discrete outputs (a class, a
+    label, a count) exactly, except at examples whose scores (the metric's output) tie at that
+    precision, where another rounding may pick the other class. Records the largest difference seen."""
+
+    def __init__(self, dtype: str, scores: str | None):
+        self.dtype, self.scores = dtype, scores
+        self.max_difference: dict = {}
+        self.ties = 0
+
+    def check(self, got: dict, want: dict, where: str) -> None:
+        tied = precision.ties(want[self.scores], self.dtype) if self.scores in want else None
+        for name, expected in want.items():
+            value, expected = np.asarray(got[name]), np.asarray(expected)
+            if value.shape != expected.shape:
+                raise AssertionError(f"{where}: output {name!r} has shape {value.shape}, the in-memory model's {expected.shape}")
+            if expected.dtype.kind == "f":
+                difference = float(np.max(np.abs(value.astype(np.float64) - expected), initial=0.0))
+                self.max_difference[name] = max(self.max_difference.get(name, 0.0), difference)
+                if not precision.close(value, expected, self.dtype).all():
+                    rtol, atol = precision.TOLERANCE[self.dtype]
+                    raise AssertionError(f"{where}: output {name!r} differs from the in-memory model by up to "
+                                         f"{difference:.3g}, more than a {self.dtype} model's tolerance "
+                                         f"({rtol:g} relative + {atol:g})")
+                continue
+            same = (np.array([bytes(x) for x in value.reshape(-1)], object) == np.array(
+                [bytes(x) for x in expected.reshape(-1)], object)) if expected.dtype.kind in "OSU" else value == expected
+            differing = ~np.asarray(same).reshape(len(expected), -1).all(axis=1)
+            if differing.any() and (tied is None or not tied[differing].all()):
+                raise AssertionError(f"{where}: output {name!r} differs from the in-memory model for "
+                                     f"{int(differing.sum())} of {len(expected)} examples")
+            self.ties += int(differing.sum())
+
+    def record(self) -> dict:
+        rtol, atol = precision.TOLERANCE[self.dtype]
+        return {"precision": self.dtype, "tolerance": {"relative": rtol, "absolute": atol},
+                "max_difference": self.max_difference, "tied_classes_differing": self.ties}
 
 
-def check_loaders(staging: Path, inputs: dict, expected: dict) -> SessionModel:
+def check_loaders(staging: Path, inputs: dict, expected: dict, agreement: Agreement) -> SessionModel:
     """The SavedModel through Python's loader and TF Serving's, against the in-memory model."""
     import tensorflow as tf
 
@@ -59,19 +90,18 @@ def check_loaders(staging: Path, inputs: dict, expected: dict) -> SessionModel:
     outputs = {k: v.numpy() for k, v in signature(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
     if set(outputs) != set(expected):
         raise AssertionError(f"outputs {sorted(outputs)} != expected {sorted(expected)}")
-    for name, want in expected.items():
-        _same(name, outputs[name], want, TOLERANCE, "tf.saved_model.load")
+    floats = {k: str(v.dtype) for k, v in outputs.items() if v.dtype.kind == "f" and v.dtype != np.float32}
+    if floats:
+        raise AssertionError(f"serving_default's float outputs must be float32, got {floats}")
+    agreement.check(outputs, expected, "tf.saved_model.load")
     session = SessionModel(staging)
-    got = session.run(inputs)
-    for name, want in expected.items():
-        _same(name, got[name], want, TOLERANCE, "the session loader (TF Serving's path)")
+    agreement.check(session.run(inputs), expected, "the session loader (TF Serving's path)")
     rows = json.loads((staging / "sample_request.json").read_text())
     columns = {"inputs": {n: [row[n] for row in rows["instances"]] for n in session.signature}}
+    first = {name: np.asarray(want)[:len(rows["instances"])] for name, want in expected.items()}
     for body in (rows, columns):
         feeds, _ = to_feeds(body, session.signature)
-        got = session.run(feeds)
-        for name, want in expected.items():
-            _same(name, got[name], np.asarray(want)[:len(rows["instances"])], TOLERANCE, "sample_request.json")
+        agreement.check(session.run(feeds), first, "sample_request.json")
     return session
 
 
@@ -82,7 +112,9 @@ def batched(session: SessionModel, raw: dict) -> dict:
 
 
 def check_litert(staging: Path, work: Path, plan: dict, test: dict, targets, reference: dict, report: dict,
-                 skip: list) -> None:
+                 skip: dict) -> None:
+    """Converts, runs and scores each LiteRT variant. `reference`: the outputs the float32 file must
+    reproduce (the SavedModel's, or its float32 copy's for a model trained in float16 or bfloat16)."""
     kind, output = plan["metric"]
     folder = staging / litert.FOLDER
     spec = json.loads((folder / litert.PREPROCESSING).read_text())
@@ -92,14 +124,14 @@ def check_litert(staging: Path, work: Path, plan: dict, test: dict, targets, ref
     for variant in plan["variants"]:
         entry = report["litert"].setdefault(variant, {})
         if variant in skip:
-            entry["error"] = "the converter crashed"
+            entry["error"] = litert.crash(skip[variant])
             continue
         print(f"converting {variant}", file=sys.stderr, flush=True)
         started = time.time()
         try:
             content = litert.convert(source, variant, representative if variant == "int8" else None)
-        except Exception as err:  # the converter's own refusals (ops it cannot quantise)
-            entry["error"] = f"the converter refused: {str(err).strip().splitlines()[-1][:200]}"
+        except Exception as err:  # the converter's own refusals (ops it has no kernel for, or cannot quantise)
+            entry["error"], entry["converter_message"] = litert.refusal(err), str(err)[:20000]
             _write(work, report)  # recorded before the next variant can crash the process
             continue
         path = folder / litert.file_name(variant)
@@ -118,11 +150,13 @@ def _write(work: Path, report: dict) -> None:
     os.replace(tmp, work / "report.json")
 
 
-def main(staging: Path, work: Path, skip: list) -> None:
+def main(staging: Path, work: Path, skip: dict) -> None:
     plan = json.loads((work / "check.json").read_text())
     report = {"metric": plan["metric"], "litert": {}}
-    session = check_loaders(staging, _load(work / "inputs.npz"), _load(work / "expected.npz"))
-    report["loaders"] = "tf.saved_model.load and the session loader agree with the in-memory model"
+    agreement = Agreement(plan["precision"], plan["metric"][1] if plan["metric"] else None)
+    session = check_loaders(staging, _load(work / "inputs.npz"), _load(work / "expected.npz"), agreement)
+    report["loaders"] = {"agree": "tf.saved_model.load, the session loader and sample_request.json (rows and "
+                                  "columns) with the in-memory model", **agreement.record()}
     if not plan["metric"]:  # nothing to score: the loaders' check is all
         report["complete"] = True
         return _write(work, report)
@@ -141,6 +175,15 @@ def main(staging: Path, work: Path, skip: list) -> None:
             report["previous"] = {"path": plan["previous"], "error": str(err).strip().splitlines()[-1][:300]}
     _write(work, report)
     if plan["variants"]:
+        if plan.get("float32"):  # trained in float16 or bfloat16: LiteRT files come from a float32 copy
+            copy = batched(SessionModel(plan["float32"]), test)
+            report["float32_copy"] = {
+                "score": scores.score(kind, copy[output], targets),
+                "max_difference": float(np.max(np.abs(copy[output] - reference[output]))),
+                "note": "the trained weights in a float32 copy of the architecture, which the LiteRT files are "
+                        "converted from; max_difference: against the SavedModel, which computes in "
+                        + plan["precision"]}
+            reference = copy
         check_litert(staging, work, plan, test, targets, reference, report, skip)
     report["complete"] = True
     _write(work, report)
@@ -149,6 +192,7 @@ def main(staging: Path, work: Path, skip: list) -> None:
 if __name__ == "__main__":
     args = sys.argv[1:]
     if len(args) < 2:
-        sys.exit("usage: python -m training.serving_check STAGING WORK [--skip VARIANT ...]")
-    main(Path(args[0]), Path(args[1]), [a for a in args[2:] if a != "--skip"])
+        sys.exit("usage: python -m training.serving_check STAGING WORK [--skip VARIANT=SIGNAL ...]")
+    skipped = [a for a in args[2:] if a != "--skip"]  # VARIANT=SIGNAL: the converter crashed on it
+    main(Path(args[0]), Path(args[1]), dict(a.split("=") for a in skipped))
     print("checked", args[0])

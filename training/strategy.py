@@ -1,4 +1,6 @@
-"""Pick the tf.distribute strategy and the mixed-precision policy for a run.
+"""Pick the tf.distribute strategy for a run, and say whether XLA compiles its train step.
+
+(The mixed-precision policy: training/precision.py.)
 
 One function per decision, as in tensorflow/models' get_distribution_strategy:
 the run function asks for a strategy by name and never branches on it again.
@@ -8,8 +10,8 @@ from __future__ import annotations
 import glob
 import json
 import os
+import warnings
 
-import keras
 import tensorflow as tf
 
 from errors import UsageError
@@ -182,14 +184,6 @@ def resolve_strategy(name: str, cpu_devices: int = 1) -> tf.distribute.Strategy:
     raise UsageError(f"unknown strategy {name!r}")
 
 
-def _gpu_supports_float16() -> bool:
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return False
-    capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
-    return tuple(capability) >= (7, 0)  # tensor cores: Volta and later
-
-
 def describe(strategy) -> str:
     """A strategy's name as users know it (the default one has an internal class name)."""
     if strategy is tf.distribute.get_strategy():
@@ -198,20 +192,26 @@ def describe(strategy) -> str:
     return type(strategy).__name__
 
 
-def resolve_mixed_precision(choice: str, strategy) -> str:
-    """Set Keras' global dtype policy and return its name.
+# Keras says this in a Python warning; xla_status says it in the run's own words, with the reason.
+warnings.filterwarnings("ignore", message="Model doesn't support `jit_compile=True`")
 
-    Models keep their last layer in float32 (dtype="float32"), so outputs and the
-    loss stay float32 whatever the policy. Keras wraps the optimizer in a
-    LossScaleOptimizer itself under mixed_float16.
+
+def xla_status(model, requested: str) -> str:
+    """One line when XLA compiles the train step, or when --xla on was asked for and Keras could not; else ''.
+
+    Keras compiles nothing with XLA when a layer has no XLA kernels (lookup tables, string ops:
+    the regression app reads a car's name) or under op determinism (--deterministic).
     """
-    if choice == "auto":
-        if isinstance(strategy, tf.distribute.TPUStrategy):
-            choice = "bfloat16"
-        elif _gpu_supports_float16():
-            choice = "float16"
-        else:
-            choice = "off"
-    policy = "float32" if choice == "off" else f"mixed_{choice}"
-    keras.mixed_precision.set_global_policy(policy)
-    return policy
+    if model.jit_compile:
+        return "XLA: the train step is compiled with XLA (jit_compile)"
+    if requested != "on":
+        return ""
+    from tensorflow.python.framework.config import is_op_determinism_enabled
+
+    if is_op_determinism_enabled():
+        reason = "Keras compiles nothing with XLA under --deterministic (not every XLA op is deterministic)"
+    else:
+        layers = [f"{layer.name} ({type(layer).__name__})" for layer in model._flatten_layers(include_self=False)
+                  if not layer.supports_jit]
+        reason = f"{', '.join(layers)} use lookup tables or string ops, which XLA cannot compile"
+    return f"--xla on: this model trains without XLA: {reason}"

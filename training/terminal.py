@@ -31,7 +31,8 @@ NOISE = (
     r"^[WE]\d{4} .*(failed call to cuInit|cuda_diagnostics|retrieving CUDA diagnostic|kernel driver does not appear"
     r"|Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered|TF-TRT Warning"
     r"|Could not find TensorRT|Could not find cuda drivers"
-    r"|oneDNN supports DT_BOOL only on platforms with AVX-512)",  # E-level, and only a note on a fallback
+    r"|oneDNN supports DT_BOOL only on platforms with AVX-512"  # E-level, and only a note on a fallback;
+    r"|oneDNN supports DT_HALF only on platforms with AVX-512)",  # a float16 run says it in its own words
     r"^To enable the following instructions: .*rebuild TensorFlow with the appropriate compiler flags",  # 2nd line of one
     r"^WARNING:absl:Variant folder .* has no (dataset_info|features)\.json",  # TFDS, on a data folder another version left behind
 )

@@ -31,7 +31,8 @@ from training.config import parse_config, space_defaults
 from errors import UsageError
 from training.outputs import FINISHED, check_writable
 from training.run import HELD_EXIT, guarded
-from training.strategy import describe, resolve_mixed_precision, resolve_strategy
+from training.precision import resolve_mixed_precision
+from training.strategy import describe, resolve_strategy
 from tuning import parallel, report
 from training.hparams import objective_direction
 from tuning.trials import AppHyperModel

@@ -1,0 +1,132 @@
+"""The one way a benchmark runs an app: into a scratch folder, with the benchmark flags, and back come its figures.
+
+    result = harness.run_app(apps.mnist, ["--epochs", "3"], scratch)           # in this process
+    result = harness.run_app("mnist", ["--mixed-precision", "float16"], scratch, process=True)   # as a user runs it
+    result.results["test_accuracy"], result.training_seconds, result.step_seconds(), result.evaluation
+
+Every run gets BENCH_FLAGS: the offline mirror (the figures are of known data), a
+fresh run folder, and --publish always, since rows of one benchmark export into
+one scratch folder and a row that scores under the one before it is a figure to
+print, not a version for the publishing gate to hold back. QUIET leaves out the
+LiteRT files and TensorBoard pictures where a benchmark does not measure them.
+
+write_json(path, rows) saves a benchmark's rows for `python -m benchmarks.results`.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_FLAGS = ["--data-source", "mirror", "--fresh", "--publish", "always"]
+QUIET = ["--litert", "none", "--pictures", "none"]
+
+
+class Result(NamedTuple):
+    """One run of an app: its test results, folders and timings."""
+
+    results: dict  # the test metrics and the app's own figures (what run() returns; from FINISHED.json in a process)
+    run_dir: Path
+    finished: dict  # the run folder's FINISHED.json: training_seconds, weights_sha256, export, ...
+    seconds: float  # wall time of the whole run, data and export included
+    stdout: str = ""
+
+    @property
+    def training_seconds(self) -> float:
+        return self.finished["training_seconds"]
+
+    @property
+    def export(self) -> Path | None:
+        return Path(self.finished["export"]) if self.finished.get("export") else None
+
+    @property
+    def evaluation(self) -> dict:
+        """The export's evaluation.json (test scores, loaders, LiteRT files), or {}."""
+        path = self.export / "evaluation.json" if self.export else None
+        return json.loads(path.read_text()) if path and path.exists() else {}
+
+    def steps(self) -> list[dict]:
+        return [json.loads(line) for line in (self.run_dir / "steps.jsonl").read_text().splitlines()]
+
+    def step_seconds(self, skip: int = 10) -> float:
+        """The median time of one training step, past each epoch's first `skip` steps (tracing, warm-up) and
+        never across an epoch's end (validation, pictures and backups happen there)."""
+        rows = self.steps()
+        times = [b["time"] - a["time"] for a, b in zip(rows, rows[1:]) if b["epoch"] == a["epoch"] and b["step"] > skip]
+        return statistics.median(times) if times else float("nan")
+
+
+def run_app(app, argv: list[str], scratch: str | Path, quiet: bool = True, process: bool = False,
+            timeout: float = 4 * 3600) -> Result:
+    """Train the app (a module, or its name) as `argv` says into SCRATCH/runs and SCRATCH/export.
+
+    process=True runs `python -m apps.<app>` in a new process, as a user would (a fresh TensorFlow:
+    what a strategy or policy does to one process cannot leak into the next row); a run that fails
+    raises RuntimeError with its last lines.
+    """
+    from training.config import parse_config
+    from training.outputs import FINISHED, resolve_run_dir
+
+    module = importlib.import_module(f"apps.{app}") if isinstance(app, str) else app
+    argv = [*argv, *BENCH_FLAGS, *(QUIET if quiet else []), "--logdir", f"{scratch}/runs", "--export-dir", f"{scratch}/export"]
+    run_dir = resolve_run_dir(parse_config(module, argv))  # the folder run() will pick
+    start = time.perf_counter()
+    stdout = ""
+    if process:
+        done = subprocess.run([sys.executable, "-m", f"apps.{module.NAME}", *argv], cwd=ROOT, capture_output=True,
+                              text=True, timeout=timeout)
+        stdout = done.stdout
+        if done.returncode != 0:
+            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-6:])
+            raise RuntimeError(f"apps.{module.NAME} {' '.join(argv)} exited {done.returncode}:\n{tail}")
+    else:
+        from training.run import run
+
+        run(module, parse_config(module, argv))
+    seconds = time.perf_counter() - start
+    finished = json.loads((run_dir / FINISHED).read_text())
+    results = {k: v for k, v in finished.items() if k.startswith("test_")}
+    results.update({k: v for k, v in finished.get("details", {}).items() if isinstance(v, (int, float))})
+    return Result(results, run_dir, finished, seconds, stdout)
+
+
+def write_json(path: str | None, name: str, command: str, rows: list[dict], notes: list[str] = ()) -> None:
+    """A benchmark's rows as JSON (--json FILE): what docs/results.md's tables are made from."""
+    if not path:
+        return
+    import platform
+
+    import tensorflow as tf
+
+    record = {"benchmark": name, "command": command, "date": time.strftime("%Y-%m-%d"), "host_cpu": host_cpu(),
+              "cores": __import__("os").cpu_count(), "commit": commit(), "tensorflow": tf.__version__,
+              "python": platform.python_version(), "rows": rows, "notes": list(notes)}
+    Path(path).write_text(json.dumps(record, indent=2, default=float) + "\n")
+
+
+def host_cpu() -> str:
+    """The CPU's model name, as /proc/cpuinfo gives it ('AMD EPYC', 'Intel Xeon ...')."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"
+
+
+def commit() -> str:
+    """The checked-out commit (with '+changes' when the tree differs from it)."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
