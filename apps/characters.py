@@ -15,7 +15,7 @@ import json
 import tensorflow as tf
 from keras import layers
 
-from errors import UsageError
+from core.errors import UsageError
 from pipelines import text as text_data
 from training import transfer
 

@@ -17,19 +17,19 @@ import tensorflow as tf
 from keras import layers
 
 from apps import characters, charlm_parts
-from errors import UsageError
+from core.errors import UsageError
 from pipelines import text as text_data
-from training import callbacks as cb
-from training.config import ModelSpec
-from training import phone_inputs
-from training.export import Serving
-from training.litert import VARIANTS, LiteRT
+from observation import callbacks as cb
+from core.config import ModelSpec
+from deployment import phone_inputs
+from deployment.export import Serving
+from deployment.litert import VARIANTS, LiteRT
 
 NAME = "charlm"
 EXPLAIN_INPUT = "a prompt (in quotes): its likeliest next character, and the characters behind that prediction"
 OBJECTIVE = "val_loss"  # what python -m tuning charlm minimises: the log of per-character perplexity
-DP_NOT_COVERED = ("the character vocabulary, learnt from the training texts (unless --init-from brings one): "
-                  "a character only one text has is in it",)
+DP_NOT_COVERED = ("the character vocabulary, learnt from the training texts (unless --init-from brings one): a "
+                  "character only one text has is in it",)
 
 
 def add_arguments(group):
@@ -100,7 +100,8 @@ def build_lstm(config, splits, steps_per_epoch):
 
 
 DEFAULT_MODEL = "lstm"
-MODELS = {"lstm": ModelSpec(build_lstm, epochs=4, space=lstm_space, help="S5's Embedding -> LSTM -> Dense, per character")}
+MODELS = {"lstm": ModelSpec(build_lstm, epochs=4, space=lstm_space, help="S5's Embedding -> LSTM "
+                                                                         "-> Dense, per character")}
 
 
 # ---- Serving ----------------------------------------------------------------
@@ -120,8 +121,9 @@ def serving(config, splits):
         return {"probabilities": probabilities, "next_token": tf.gather(tokens, tf.argmax(probabilities, axis=-1)),
                 "unknown_characters": tf.reduce_sum(tf.cast(tf.equal(ids, 1), tf.int64), axis=1)}
 
-    return Serving(NAME, {"text": tf.TensorSpec([None], tf.string)}, ("probabilities", "next_token", "unknown_characters"),
-                   serve, (prompt_ids,), characters.files(splits.info["vectorizer"]), metric=("perplexity", "probabilities"),
+    return Serving(NAME, {"text": tf.TensorSpec([None], tf.string)},
+                   ("probabilities", "next_token", "unknown_characters"), serve, (prompt_ids,),
+                   characters.files(splits.info["vectorizer"]), metric=("perplexity", "probabilities"),
                    litert=litert(config, splits),
                    test_set=lambda inputs, _: charlm_parts.next_character_test(inputs["text"], vocabulary,
                                                                               config.options["sequence_length"]))
@@ -131,7 +133,7 @@ def litert(config, splits) -> LiteRT:
     """LiteRT: the LSTM over a fixed window of LENGTH character ids, read at the prompt's last
     character (`length`); preprocessing.json maps characters to ids. Prompts of at most
     LENGTH - 1 characters give what TF Serving gives. Full-integer LSTMs crash TF 2.21's
-    converter (training/litert.py): float32, dynamic range and float16 only."""
+    converter (deployment/litert.py): float32, dynamic range and float16 only."""
     window = config.options["sequence_length"]  # the model's input length: the boundary + the text
 
     def core(model):
@@ -161,7 +163,8 @@ def serving_inputs(features):
 def tensorboard_callbacks(logdir, splits, test, config):
     prompts = [t.decode("utf-8")[:20] for t, _ in splits.test.take(4).as_numpy_iterator()]
     vectorizer = splits.info["vectorizer"]
-    return [*charlm_parts.pictures(logdir, prompts, vectorizer), cb.EmbeddingProjector(logdir, vectorizer.get_vocabulary())]
+    return [*charlm_parts.pictures(logdir, prompts, vectorizer),
+            cb.EmbeddingProjector(logdir, vectorizer.get_vocabulary())]
 
 
 def explain(model, given: str, version):
@@ -175,14 +178,15 @@ def details(model, splits, config):
 
 
 def generate_or_train(app, config):
-    from training.run import run
+    """--generate PROMPT continues a prompt with the newest exported model; otherwise the run trains."""
+    from cli.main import train
 
     if config.options["generate"] is None:
-        return run(app, config)
+        return train(app, config)
     print(charlm_parts.generate(config))
 
 
 if __name__ == "__main__":
-    from training.run import main
+    from cli.main import main
 
     raise SystemExit(main(sys.modules[__name__], action=generate_or_train))

@@ -12,10 +12,10 @@ import numpy as np
 import tensorflow as tf
 
 from apps.characters import BOUNDARY, VOCABULARY_FILE
-from errors import UsageError
-from training import explain, figures
-from training.callbacks import Pictures
-from training.export import existing_versions
+from core.errors import UsageError
+from observation import explain, figures
+from observation.callbacks import Pictures
+from deployment.export import existing_versions
 
 BIGRAM_SMOOTHING = (0.001, 0.01, 0.1, 1.0)  # add-k values; the best on validation is used on test
 
@@ -66,7 +66,7 @@ def generate(config) -> str:
     signature = tf.saved_model.load(str(export)).signatures["serving_default"]
     vocabulary = json.loads((export / VOCABULARY_FILE).read_text())
     prompt = options["generate"]
-    characters = sorted(set(prompt))
+    characters = list(dict.fromkeys(prompt))  # each once, in the prompt's order (as the error lists them)
     unknown = signature(text=tf.constant(characters))["unknown_characters"].numpy()
     if unknown.any():
         bad = "".join(c for c, n in zip(characters, unknown) if n)
@@ -132,7 +132,8 @@ def attribution_markdown(rows) -> str:
 def attribution_figure(rows, title: str):
     lines = [([_shown(c) for c in chars], scores, f"{prompt!r} -> next {_shown(token)!r} ({p:.2f})")
              for prompt, (token, p, chars, scores) in rows]
-    return figures.highlighted_text(lines, f"{title}: characters for the predicted next one in green, against it in red")
+    return figures.highlighted_text(lines,
+                                    f"{title}: characters for the predicted next one in green, against it in red")
 
 
 def pictures(logdir, prompts: list[str], vectorizer) -> list:
@@ -147,7 +148,8 @@ def pictures(logdir, prompts: list[str], vectorizer) -> list:
         next_probabilities = tf.function(lambda ids: model(ids, training=False)[:, -1],
                                          input_signature=[tf.TensorSpec([1, None], tf.int64)])
         rows = ["| prompt | continuation (greedy) |", "|---|---|"]
-        rows += [f"| {p} | {continue_greedily(p, vocabulary, next_probabilities)} |".replace("\n", " ") for p in prompts]
+        rows += [f"| {p} | {continue_greedily(p, vocabulary, next_probabilities)} |".replace("\n", " ")
+                 for p in prompts]
         explained = [(p, prompt_attributions(model, p, vocabulary)) for p in prompts]
         return {"sample_continuations": "\n".join(rows), "explanations/text": attribution_markdown(explained),
                 "explanations/image": attribution_figure(explained, f"Test prompts, {when}")}
@@ -160,9 +162,10 @@ def explain_prompt(model, prompt: str, version: Path) -> explain.Explanation:
     if not prompt.strip():
         raise UsageError("--explain needs a non-empty prompt")
     vocabulary = json.loads((version / VOCABULARY_FILE).read_text())
-    unknown = sorted({c for c in prompt if c not in vocabulary})
+    unknown = list(dict.fromkeys(c for c in prompt if c not in vocabulary))  # in the prompt's order
     if unknown:
-        raise UsageError(f"the prompt has characters the model never saw in training: {''.join(unknown)!r}; leave them out")
+        raise UsageError("the prompt has characters the model never saw "
+                         f"in training: {''.join(unknown)!r}; leave them out")
     token, p, chars, scores = prompt_attributions(model, prompt, vocabulary)
     strongest = sorted(range(len(chars)), key=lambda k: -abs(scores[k]))[:5]
     lines = ["the characters behind it (integrated gradients; position 0 is the start of the text):"]

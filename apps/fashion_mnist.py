@@ -22,7 +22,8 @@ NAME = "fashion_mnist"
 OBJECTIVE = "val_accuracy"
 CLASS_NAMES = fashion_data.CLASS_NAMES
 DEFAULT_MODEL, DP_MODEL, MODELS = images.DEFAULT_MODEL, images.DP_MODEL, images.MODELS
-EXPLAIN_INPUT = "a 28x28 grey-scale clothing picture (PNG, JPEG or NPY): classify it, explain it with Grad-CAM and integrated gradients"
+EXPLAIN_INPUT = ("a 28x28 grey-scale clothing picture (PNG, JPEG or NPY): "
+                 "classify it, explain it with Grad-CAM and integrated gradients")
 serving_inputs = images.serving_inputs
 
 
@@ -59,6 +60,6 @@ def details(model, splits, config):
 if __name__ == "__main__":
     import sys
 
-    from training.run import main
+    from cli.main import main
 
     raise SystemExit(main(sys.modules[__name__]))

@@ -14,9 +14,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from errors import UsageError
-from training import explain, figures
-from training.callbacks import Pictures, confusion_matrix
+from core.errors import UsageError
+from observation import explain, figures
+from observation.callbacks import Pictures, confusion_matrix
 
 POOL = 1000  # test images the explained examples are picked from, right and wrong
 EXPLAINED = 6  # rows of the explanation picture: up to half of them wrong predictions
@@ -56,7 +56,8 @@ def explanation_figure(model, images, labels, probabilities, class_names, title:
     predicted = probabilities.argmax(-1)
     chosen = pick(predicted, labels)
     maps = explain_images(model, images[chosen], predicted[chosen])
-    captions = [f"predicted {class_names[predicted[i]]} ({probabilities[i, predicted[i]]:.2f})\ntrue {class_names[labels[i]]}"
+    captions = [f"predicted {class_names[predicted[i]]} "
+                f"({probabilities[i, predicted[i]]:.2f})\ntrue {class_names[labels[i]]}"
                 for i in chosen]
     return figures.image_explanations(images[chosen], maps, captions, [predicted[i] != labels[i] for i in chosen],
                                       f"What the model looks at for its predicted class, {title}")
@@ -80,10 +81,11 @@ def pictures(logdir, splits, test, class_names) -> list:
         every, truth = (np.concatenate(a) for a in zip(*((np.asarray(x), np.asarray(y)) for x, y in test)))
         probabilities = model.predict(test, verbose=0)
         matrix = confusion_matrix(truth, probabilities.argmax(-1), len(names))
-        title = (f"Test set, {len(truth):,} images, {when}: accuracy {np.trace(matrix) / len(truth):.2%}\n"
-                 "rows: true class, columns: predicted class")
+        title = (f"Test set, {len(truth):,} images, {when}: accuracy {np.trace(matrix) / len(truth):.2%}\nrows: true "
+                 "class, columns: predicted class")
         return {"confusion_matrix": figures.confusion_matrix(matrix, names, title),
-                "explanations": explanation_figure(model, every, truth, probabilities, names, f"whole test set, {when}")}
+                "explanations": explanation_figure(model, every, truth, probabilities, names,
+                                                   f"whole test set, {when}")}
 
     return [Pictures(logdir, epoch_end, train_end)]
 
@@ -114,8 +116,8 @@ def read_image(path: str) -> tuple[np.ndarray, str]:
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.shape != (28, 28):
-        raise UsageError(f"--explain {path}: the image is {'x'.join(map(str, array.shape))}; the model takes "
-                         "28x28 grey-scale images (resize it to 28x28 first)")
+        raise UsageError(f"--explain {path}: the image is {'x'.join(map(str, array.shape))}; the model takes 28x28 "
+                         "grey-scale images (resize it to 28x28 first)")
     array = np.clip(np.asarray(array, np.float64), 0, 255).round().astype(np.uint8)
     border = np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]])
     note = ""
@@ -131,6 +133,7 @@ def explain_file(model, given: str, class_names) -> explain.Explanation:
     top = np.argsort(probabilities)[::-1][:3]
     prediction = ", ".join(f"{class_names[c]} {probabilities[c]:.3f}" for c in top)
     maps = explain_images(model, image[None], top[:1])
-    figure = figures.image_explanations(image[None], maps, [f"predicted {class_names[top[0]]} ({probabilities[top[0]]:.2f})"],
-                                        [False], f"What the model looks at for its prediction, {Path(given).name}")
+    caption = f"predicted {class_names[top[0]]} ({probabilities[top[0]]:.2f})"
+    title = f"What the model looks at for its prediction, {Path(given).name}"
+    figure = figures.image_explanations(image[None], maps, [caption], [False], title)
     return explain.Explanation(f"{class_names[top[0]]}  (top 3: {prediction})", figure, [note] if note else [])

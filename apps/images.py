@@ -14,9 +14,9 @@ import tensorflow as tf
 from keras import layers
 
 from apps import image_pictures
-from training.config import ModelSpec
-from training.export import Serving
-from training.litert import LiteRT
+from core.config import ModelSpec
+from deployment.export import Serving
+from deployment.litert import LiteRT
 
 
 def _inputs():
@@ -80,7 +80,7 @@ def batch_norm_momentum(total_steps: int) -> float:
     of 100 labelled images, 0.99 still kept 21 % of it and the model predicted
     one class for every test image (10.0 %; 69.5 % with the rule before this
     one, 1 - 10/steps, whose start weighed e**-10; 0.9**156 is 1e-7, and the
-    100-label runs re-measured with it land where they did: README, Fashion-MNIST
+    100-label runs re-measured with it land where they did: docs/results.md, transfer
     and transfer). Below 100 steps (a --smoke run)
     the weights change too fast for any average to settle, and the start is
     the better guess: 16 smoke steps gave 39.7 % validation accuracy with
@@ -95,7 +95,7 @@ def _conv_bn(x, filters, momentum, norm):
     after_pool (the default) normalises and rectifies a quarter of the values:
     ReLU commutes with max pooling, and batch norm is the dearest part of a
     step on a CPU (Keras 3 computes it unfused). On MNIST it took a third off
-    the default's epoch at the same accuracy (README, MNIST benchmark).
+    the default's epoch at the same accuracy (docs/results.md, MNIST).
     """
     x = layers.Conv2D(filters, 3, use_bias=False)(x)  # BN supplies the bias
     if norm == "after_pool":
@@ -124,7 +124,7 @@ def build_cnn_bn(config, splits, steps_per_epoch):
 
     Batch norm and the schedule are what take S2 from ~99.2 % to >= 99.5 % on
     MNIST. Each block pools before its batch norm (_conv_bn). Measured and not
-    taken (10 epochs, README): 48/96 filters with a 256-unit layer, label
+    taken (10 epochs, docs/results.md): 48/96 filters with a 256-unit layer, label
     smoothing, a peak rate of 1e-2, batch 256, weight decay 0.05-0.1: all
     ended at 99.50-99.54 %, as this does, and the wider net cost 1.7x a step.
     Shape and training follow config.hparams (cnn_bn_space).
@@ -158,7 +158,7 @@ def build_dp_cnn(config, splits, steps_per_epoch):
     in that paper; a small model keeps per-example gradients cheap.
     SGD with momentum and a cosine decay. At epsilon 3 the noise, not the
     optimisation, limits it: 15 epochs reached 97.7 % test accuracy where 40
-    epochs (more steps, so more noise each) reached 97.4 % (README, Differential privacy).
+    epochs (more steps, so more noise each) reached 97.4 % (docs/results.md, differential privacy).
     """
     image, x = _inputs()
     x = layers.Conv2D(16, 8, strides=2, padding="same", activation="tanh")(x)  # (B, 14, 14, 16)

@@ -17,7 +17,8 @@ NAME = "mnist"
 OBJECTIVE = "val_accuracy"  # what python -m tuning mnist maximises
 CLASS_NAMES = tuple(str(d) for d in range(10))
 DEFAULT_MODEL, DP_MODEL, MODELS = images.DEFAULT_MODEL, images.DP_MODEL, images.MODELS
-EXPLAIN_INPUT = "a 28x28 grey-scale digit picture (PNG, JPEG or NPY): classify it, explain it with Grad-CAM and integrated gradients"
+EXPLAIN_INPUT = ("a 28x28 grey-scale digit picture (PNG, JPEG or NPY): "
+                 "classify it, explain it with Grad-CAM and integrated gradients")
 serving_inputs = images.serving_inputs
 
 
@@ -53,6 +54,6 @@ def details(model, splits, config):
 if __name__ == "__main__":
     import sys
 
-    from training.run import main
+    from cli.main import main
 
     raise SystemExit(main(sys.modules[__name__]))

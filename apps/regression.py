@@ -18,14 +18,14 @@ from keras import layers
 
 from pipelines import autompg
 from apps import regression_parts
-from training.config import ModelSpec
-from errors import UsageError
-from training.export import Serving
-from training.litert import LiteRT
+from core.config import ModelSpec
+from core.errors import UsageError
+from deployment.export import Serving
+from deployment.litert import LiteRT
 
 NAME = "regression"
-EXPLAIN_INPUT = ("a CSV file of cars (a header naming the features, one car per row) or one car's values in the "
-                 "data set's column order, comma-separated: the predicted mpg and why, per feature")
+EXPLAIN_INPUT = ("a CSV file of cars (a header naming the features, one car per row) or one car's values in the data "
+                 "set's column order, comma-separated: the predicted mpg and why, per feature")
 OBJECTIVE = "val_mae"  # what python -m tuning regression minimises
 DP_NOT_COVERED = ("the standardisation's means and variances and the list of car makers, taken from the training cars",)
 DATASETS = ("autompg", "linear")
@@ -33,7 +33,8 @@ DATASETS = ("autompg", "linear")
 
 def add_arguments(group):
     group.add_argument("--dataset", choices=DATASETS, default="autompg",
-                       help="autompg: 392 real cars (UCI, or the offline mirror); linear: S3's synthetic y = 2x + 1 + N(0, 1)")
+                       help="autompg: 392 real cars (UCI, or the offline "
+                            "mirror); linear: S3's synthetic y = 2x + 1 + N(0, 1)")
     group.add_argument("--csv", default=None, help="train on your own cars: a CSV whose header names "
                        f"{', '.join([*autompg.FEATURES, autompg.TARGET])}")
 
@@ -97,7 +98,8 @@ def preprocess(inputs, splits, makers: bool):
     values = np.asarray(encode(train))
     variance = values.var(0)
     variance[variance == 0] = 1.0  # a column constant on train (the unknown-origin slot) stays as it is
-    return layers.Normalization(mean=values.mean(0), variance=variance, name="standardise", dtype="float32")(encode(inputs))
+    return layers.Normalization(mean=values.mean(0), variance=variance, name="standardise",
+                                dtype="float32")(encode(inputs))
 
 
 def _output(x):
@@ -133,7 +135,7 @@ def build_mlp(config, splits, steps_per_epoch):
 def ensemble_space(hp):
     """What `python -m tuning regression` searches; every default is the untuned default model.
 
-    The 5-fold CV search of issue 4 put its best trial at the edges of the first
+    A 5-fold CV search put its best trial at the edges of the first
     ranges (the narrowest layers, the strongest L2, the smallest batch, a rate
     near the top), so each range goes one step further that way; 20 members
     because averaging more networks has only lowered the error so far.
@@ -170,7 +172,8 @@ def build_ensemble(config, splits, steps_per_epoch):
     for i in range(h["members"]):
         x = features
         for j in range(h["hidden_layers"]):
-            x = layers.Dense(h["units"], activation="relu", kernel_regularizer=regularizer, name=f"member{i}_dense{j + 1}")(x)
+            x = layers.Dense(h["units"], activation="relu", kernel_regularizer=regularizer,
+                             name=f"member{i}_dense{j + 1}")(x)
             x = layers.Dropout(h["dropout"])(x) if h["dropout"] else x
         outputs.append(layers.Dense(1, name=f"member{i}_mpg")(x))
     average = layers.Average(dtype="float32", name="average")(outputs) if len(outputs) > 1 else outputs[0]
@@ -187,9 +190,11 @@ DEFAULT_MODEL = "ensemble"
 MODELS = {
     "ensemble": ModelSpec(build_ensemble, epochs=100, space=ensemble_space,
                           help="default: ten averaged 64-64 MLPs with the car's maker and a diesel flag, MAE loss"),
-    "mlp": ModelSpec(build_mlp, epochs=10, batch_size=32, learning_rate=1e-3, help="seed S4: 64-64-1, Adam, MSE, 10 epochs"),
+    "mlp": ModelSpec(build_mlp, epochs=10, batch_size=32, learning_rate=1e-3, help="seed S4: 64-64-1, "
+                                                                                   "Adam, MSE, 10 epochs"),
     "linear": ModelSpec(build_linear, epochs=100, batch_size=100, learning_rate=0.1,
-                        help="seed S3: Dense(1), SGD, MSE, 100 epochs (full batches of 100, so it lands on least squares)"),
+                        help="seed S3: Dense(1), SGD, MSE, 100 epochs (full "
+                             "batches of 100, so it lands on least squares)"),
 }
 
 
@@ -273,12 +278,13 @@ def details(model, splits, config):
     at = model.predict({"x": np.array([0.0, 1.0], np.float32)}, verbose=0)  # any model: b = f(0), w = f(1) - f(0)
     at = at.reshape(-1)
     b, w = float(at[0]), float(at[1] - at[0])
-    return {"w": w, "b": b, "w_least_squares": float(w_ls), "b_least_squares": float(b_ls), "w_true": 2.0, "b_true": 1.0}
+    return {"w": w, "b": b, "w_least_squares": float(w_ls), "b_least_squares": float(b_ls), "w_true": 2.0,
+            "b_true": 1.0}
 
 
 if __name__ == "__main__":
     import sys
 
-    from training.run import main
+    from cli.main import main
 
     raise SystemExit(main(sys.modules[__name__]))

@@ -15,11 +15,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from errors import UsageError
+from core.errors import UsageError
 from pipelines import autompg
-from training import explain, figures
-from training.callbacks import Pictures
-from training.figures import plt
+from observation import explain, figures
+from observation.callbacks import Pictures
+from observation.figures import plt
 
 
 # Misspellings and short forms in the UCI car names, mapped to one maker each.
@@ -149,8 +149,8 @@ def cars_figure(model, features: dict, predicted: np.ndarray, title: str, names:
         ax.set_xlabel("mpg above (+) / below (-) the reference car")
         name = names[i] if names else f"car {i + 1}"
         ax.set_title(f"{name[:32]}: predicted {predicted[i]:.1f} mpg", fontsize=9)
-    figure.suptitle(f"{title}: why each prediction differs from the reference car's {average:.1f} mpg\n"
-                    f"(integrated gradients; reference: {described})", fontsize=10)
+    figure.suptitle(f"{title}: why each prediction differs from the reference car's {average:.1f} mpg\n(integrated "
+                    f"gradients; reference: {described})", fontsize=10)
     return figure
 
 
@@ -178,10 +178,11 @@ def pictures(logdir, features: dict, targets: np.ndarray, test: tf.data.Dataset)
         importance = explain.permutation_importance(lambda f: _predict(model, f), x, y)
         shown = {k: v[:4] for k, v in x.items()}
         car_names = [n.decode() for n in shown["car_name"]] if "car_name" in shown else None
-        return {"predicted_vs_true": figures.predicted_vs_true(y, predicted, "mpg" if car_names else "y",
-                                                               f"Test set, {when}"),
+        quantity = "mpg" if car_names else "y"
+        return {"predicted_vs_true": figures.predicted_vs_true(y, predicted, quantity, f"Test set, {when}"),
                 "explanations/permutation_importance": figures.bars(
-                    list(importance), [m for m, _ in importance.values()], f"Test set, {when}:\nhow much the mean absolute error grows when one\n"
+                    list(importance), [m for m, _ in importance.values()], f"Test set, {when}:\nhow much the mean "
+                                                                           "absolute error grows when one\n"
                     "feature is shuffled across the cars (5 shuffles; bars: their spread)",
                     "increase of the test MAE", errors=[sd for _, sd in importance.values()]),
                 "explanations/cars": cars_figure(model, shown, predicted[:4], f"Test cars, {when}", car_names)}
@@ -207,12 +208,13 @@ def read_cars(given: str, inputs: dict) -> dict:
     else:
         values = next(csv.reader([given]))
         if len(values) != len(order):
-            raise UsageError(f"--explain: {len(values)} values for the {len(order)} features; give them in this order: "
-                             f"{', '.join(order)}")
+            raise UsageError(f"--explain: {len(values)} values for the {len(order)} "
+                             f"features; give them in this order: {', '.join(order)}")
         rows = [dict(zip(order, values))]
     missing = [name for name in order if name not in rows[0]]
     if missing:
-        raise UsageError(f"--explain {given}: missing column(s) {', '.join(missing)}; the model takes {', '.join(order)}")
+        raise UsageError(f"--explain {given}: missing column(s) "
+                         f"{', '.join(missing)}; the model takes {', '.join(order)}")
     features = {}
     for name in order:
         kind = inputs[name].dtype
@@ -226,8 +228,8 @@ def read_cars(given: str, inputs: dict) -> dict:
                     raise ValueError("a whole number is needed")
                 features[name] = numbers.astype(kind)
         except ValueError as err:
-            raise UsageError(f"--explain: column {name} needs {'whole numbers' if 'int' in kind else 'numbers'}, "
-                             f"got {cells} ({err})") from None
+            raise UsageError(f"--explain: column {name} needs "
+                             f"{'whole numbers' if 'int' in kind else 'numbers'}, got {cells} ({err})") from None
     return features
 
 

@@ -17,13 +17,13 @@ import tensorflow as tf
 from keras import layers
 
 from apps import characters, sentiment_parts
-from errors import UsageError
+from core.errors import UsageError
 from pipelines import text as text_data
-from training import callbacks as cb
-from training.config import ModelSpec
-from training import phone_inputs
-from training.export import Serving
-from training.litert import VARIANTS, LiteRT
+from observation import callbacks as cb
+from core.config import ModelSpec
+from deployment import phone_inputs
+from deployment.export import Serving
+from deployment.litert import VARIANTS, LiteRT
 
 NAME = "sentiment"
 OBJECTIVE = "val_accuracy"  # what python -m tuning sentiment maximises
@@ -33,10 +33,12 @@ EXPLAIN_INPUT = "a text (in quotes): its label, and the words the prediction res
 
 
 def add_arguments(group):
-    # Defaults None: each model's own value comes from its search space (training/config.py: model_defaults).
-    group.add_argument("--max-tokens", type=int, default=None, help="word vocabulary (bag, cnn; default: the model's own)")
+    # Defaults None: each model's own value comes from its search space (core/config.py: model_defaults).
+    group.add_argument("--max-tokens", type=int, default=None, help="word vocabulary (bag, cnn; "
+                                                                    "default: the model's own)")
     group.add_argument("--char-tokens", type=int, default=None,
-                       help="bag: character 1-6 gram (within words) vocabulary, 0 for words only (default: the model's own)")
+                       help="bag: character 1-6 gram (within words) vocabulary, "
+                            "0 for words only (default: the model's own)")
     group.add_argument("--sequence-length", type=int, default=None,
                        help="tokens per text: words for cnn, characters for lstm (default: the model's own)")
 
@@ -62,7 +64,7 @@ def load_data(config):
         if config.model == "bag":
             # Word 1-3 grams carry the meaning; character 1-6 grams within each
             # word catch what tweets spell freely (hashtags, elongations, typos,
-            # mangled emoji). README, Sentiment: what each choice was worth.
+            # mangled emoji). docs/results.md, sentiment: what each choice was worth.
             vectorizers = {"words": layers.TextVectorization(max_tokens=options["max_tokens"], ngrams=3,
                                                              output_mode="tf_idf", name="words")}
             if options["char_tokens"]:
@@ -118,7 +120,7 @@ def build_bag(config, splits, steps_per_epoch):
     alone peak at 0.735 accuracy / 0.709 macro-F1, under the TF-IDF + logistic
     regression peer (0.747 / 0.717); with character n-grams 0.762 / 0.741 after
     4 epochs; 0.7635 / 0.7455 with word 1-3 grams and character 1-6 grams
-    within words (seed 42, README: Sentiment, with what was tried and not taken).
+    within words (seed 42, docs/results.md: sentiment, with what was tried and did not help).
     """
     inputs = {v.name: keras.Input((v.vocabulary_size(),), name=v.name) for v in splits.info["vectorizers"]}
     # In float32 whatever the policy: a text's squared TF-IDF values summed (training/precision.py).
@@ -210,7 +212,8 @@ def serving(config, splits):
         return {"probabilities": probabilities, "label": tf.gather(names, tf.argmax(probabilities, axis=-1))}
 
     return Serving(NAME, {"text": tf.TensorSpec([None], tf.string)}, ("probabilities", "label"), serve,
-                   splits.info["vectorizers"], sentiment_parts.files(config, splits), metric=("accuracy", "probabilities"), litert=litert(config, splits))
+                   splits.info["vectorizers"], sentiment_parts.files(config, splits),
+                   metric=("accuracy", "probabilities"), litert=litert(config, splits))
 
 
 def litert(config, splits) -> LiteRT:
@@ -228,7 +231,7 @@ def litert(config, splits) -> LiteRT:
     def core(model):
         return (lambda **x: {"probabilities": model(x, training=False)}), signature
 
-    # Full-integer LSTMs crash TF 2.21's converter (training/litert.py): the LSTM gets the other three.
+    # Full-integer LSTMs crash TF 2.21's converter (deployment/litert.py): the LSTM gets the other three.
     variants = tuple(v for v in VARIANTS if v != "int8") if config.model == "lstm" else VARIANTS
     return LiteRT(core, spec, variants)
 
@@ -272,6 +275,6 @@ def details(model, splits, config):
 if __name__ == "__main__":
     import sys
 
-    from training.run import main
+    from cli.main import main
 
     raise SystemExit(main(sys.modules[__name__]))

@@ -18,9 +18,9 @@ import numpy as np
 import tensorflow as tf
 
 from apps import characters
-from errors import UsageError
-from training import explain, figures
-from training.callbacks import Pictures
+from core.errors import UsageError
+from observation import explain, figures
+from observation.callbacks import Pictures
 
 WORD_VOCABULARY_FILE = "word_vocabulary.json"  # the cnn's word ids, beside its export (--explain reads it)
 LABELS_FILE = "labels.json"  # the class names in the model's order, beside every export
@@ -70,14 +70,16 @@ def markdown(texts, probabilities, rows, class_names, labels=None) -> str:
     """A numbered list: the prediction, the text with words for it in bold and against it in italics,
     and its strongest words with their scores."""
     lines = []
-    for i, (text, p, (tokens, scores)) in enumerate(zip(texts, probabilities, rows)):
+    for i, (_, p, (tokens, scores)) in enumerate(zip(texts, probabilities, rows)):
         c = int(p.argmax())
-        verdict = "" if labels is None else (f", true {class_names[labels[i]]}" + ("" if labels[i] == c else " **(wrong)**"))
+        wrong = "" if labels is None or labels[i] == c else " **(wrong)**"
+        verdict = "" if labels is None else f", true {class_names[labels[i]]}{wrong}"
         limit = max(np.abs(scores).max(), 1e-12)
         marked = "".join(_mark(t, s / limit) for t, s in zip(tokens, scores))
         strongest = sorted(range(len(tokens)), key=lambda k: -abs(scores[k]))[:4]
         listed = ", ".join(f"`{tokens[k].strip()}` {scores[k]:+.3f}" for k in strongest)
-        lines.append(f"{i + 1}. predicted **{class_names[c]}** ({p[c]:.2f}){verdict}<br>{marked}<br>strongest: {listed}")
+        lines.append(f"{i + 1}. predicted **{class_names[c]}** "
+                     f"({p[c]:.2f}){verdict}<br>{marked}<br>strongest: {listed}")
     legend = "Words **for** the predicted class in bold, _against_ it in italics (the strongest quarter of each text)."
     return legend + "\n\n" + "\n".join(lines)
 
@@ -159,7 +161,8 @@ def explain_text(model, given: str, version: Path) -> explain.Explanation:
     c = int(probabilities[0].argmax())
     tokens, scores = rows[0]
     strongest = sorted(range(len(tokens)), key=lambda k: -abs(scores[k]))[:5]
-    lines = [f"{tokens[k].strip()!r:>16} {scores[k]:+.3f}  ({'for' if scores[k] > 0 else 'against'})" for k in strongest]
+    lines = [f"{tokens[k].strip()!r:>16} {scores[k]:+.3f}  ({'for' if scores[k] > 0 else 'against'})"
+             for k in strongest]
     shares = ", ".join(f"{n} {p:.3f}" for n, p in zip(names, probabilities[0]))
     return explain.Explanation(f"{names[c]}  ({shares})", figure([given], probabilities, rows, names, "Your text"),
                                ["the words it rests on (" + ("occlusion" if kind == "bag" else "integrated gradients")

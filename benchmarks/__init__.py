@@ -1,5 +1,6 @@
 """Benchmarks: real training runs that print figures (not tests); benchmarks/harness.py runs the apps for them."""
-from training import terminal
+from cli import terminal
 
-if terminal.started_as_program():  # python -m benchmarks.<name>: TensorFlow's start-up chatter filtered (training/terminal.py)
+# python -m benchmarks.<name>: TensorFlow's start-up chatter filtered (cli/terminal.py)
+if terminal.started_as_program():
     terminal.quiet_native_logs()

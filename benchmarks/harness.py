@@ -10,10 +10,11 @@ one scratch folder and a row that scores under the one before it is a figure to
 print, not a version for the publishing gate to hold back. QUIET leaves out the
 LiteRT files and TensorBoard pictures where a benchmark does not measure them.
 
-write_json(path, rows) saves a benchmark's rows for `python -m benchmarks.results`.
+write_json(DIR, name, ...) saves a benchmark's rows for `python -m benchmarks.results`.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import statistics
@@ -63,32 +64,45 @@ class Result(NamedTuple):
 
 
 def run_app(app, argv: list[str], scratch: str | Path, quiet: bool = True, process: bool = False,
-            timeout: float = 4 * 3600) -> Result:
+            fresh: bool = True, log: Path | None = None, timeout: float = 4 * 3600) -> Result:
     """Train the app (a module, or its name) as `argv` says into SCRATCH/runs and SCRATCH/export.
 
     process=True runs `python -m apps.<app>` in a new process, as a user would (a fresh TensorFlow:
     what a strategy or policy does to one process cannot leak into the next row); a run that fails
-    raises RuntimeError with its last lines.
+    raises RuntimeError with its last lines. fresh=False resumes (or finds finished) a run of the same
+    command or --run-id instead of starting one beside it. log: the run's own output goes there.
     """
-    from training.config import parse_config
-    from training.outputs import FINISHED, resolve_run_dir
+    from cli.parser import parse_config
+    from training.run_folder import FINISHED, resolve_run_dir
 
     module = importlib.import_module(f"apps.{app}") if isinstance(app, str) else app
-    argv = [*argv, *BENCH_FLAGS, *(QUIET if quiet else []), "--logdir", f"{scratch}/runs", "--export-dir", f"{scratch}/export"]
+    flags = [f for f in BENCH_FLAGS if fresh or f != "--fresh"]
+    argv = [*argv, *flags, *(QUIET if quiet else []), "--logdir", f"{scratch}/runs", "--export-dir",
+            f"{scratch}/export"]
     run_dir = resolve_run_dir(parse_config(module, argv))  # the folder run() will pick
     start = time.perf_counter()
     stdout = ""
-    if process:
-        done = subprocess.run([sys.executable, "-m", f"apps.{module.NAME}", *argv], cwd=ROOT, capture_output=True,
-                              text=True, timeout=timeout)
-        stdout = done.stdout
-        if done.returncode != 0:
-            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-6:])
-            raise RuntimeError(f"apps.{module.NAME} {' '.join(argv)} exited {done.returncode}:\n{tail}")
-    else:
-        from training.run import run
+    with open(log, "a") if log else contextlib.nullcontext() as out:
+        if process:
+            done = subprocess.run([sys.executable, "-m", f"apps.{module.NAME}", *argv], cwd=ROOT, text=True,
+                                  timeout=timeout, stdout=subprocess.PIPE, stderr=out or subprocess.PIPE)
+            stdout = done.stdout
+            if out:
+                out.write(stdout)
+            if done.returncode != 0:
+                tail = "\n".join((done.stdout + (done.stderr or "")).strip().splitlines()[-6:])
+                raise RuntimeError(f"apps.{module.NAME} {' '.join(argv)} exited {done.returncode}:\n{tail}")
+        else:
+            from training.run import run
+            from training.run_folder import AlreadyFinished
 
-        run(module, parse_config(module, argv))
+            with contextlib.redirect_stdout(out) if out else contextlib.nullcontext():
+                if out:
+                    print(f"\n==== {module.NAME} {' '.join(argv)}", flush=True)
+                try:
+                    run(module, parse_config(module, argv))
+                except AlreadyFinished as done:  # fresh=False: the same command's finished run, reused
+                    print(done, flush=True)
     seconds = time.perf_counter() - start
     finished = json.loads((run_dir / FINISHED).read_text())
     results = {k: v for k, v in finished.items() if k.startswith("test_")}
@@ -96,18 +110,32 @@ def run_app(app, argv: list[str], scratch: str | Path, quiet: bool = True, proce
     return Result(results, run_dir, finished, seconds, stdout)
 
 
-def write_json(path: str | None, name: str, command: str, rows: list[dict], notes: list[str] = ()) -> None:
-    """A benchmark's rows as JSON (--json FILE): what docs/results.md's tables are made from."""
-    if not path:
-        return
+def command(module: str, argv: list[str] | None) -> str:
+    """The benchmark's command line as it was typed, without --json DIR (what its JSON records)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--json" in args:
+        del args[args.index("--json"):args.index("--json") + 2]
+    return " ".join(["python -m", module, *[a for a in args if not a.startswith("--json=")]])
+
+
+def write_json(directory: str | None, name: str, command: str, rows, notes=(), **extra) -> Path | None:
+    """A benchmark's rows as DIR/<name>.json (--json DIR), with the command, date, host CPU and commit:
+    what docs/results.md's tables are made from (python -m benchmarks.results)."""
+    if not directory:
+        return None
+    import os
     import platform
 
     import tensorflow as tf
 
     record = {"benchmark": name, "command": command, "date": time.strftime("%Y-%m-%d"), "host_cpu": host_cpu(),
-              "cores": __import__("os").cpu_count(), "commit": commit(), "tensorflow": tf.__version__,
-              "python": platform.python_version(), "rows": rows, "notes": list(notes)}
-    Path(path).write_text(json.dumps(record, indent=2, default=float) + "\n")
+              "cores": os.cpu_count(), "commit": commit(), "tensorflow": tf.__version__,
+              "python": platform.python_version(), **extra, "rows": rows, "notes": list(notes)}
+    path = Path(directory) / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2, default=float) + "\n")
+    print(f"rows written to {path}", flush=True)
+    return path
 
 
 def host_cpu() -> str:

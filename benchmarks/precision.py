@@ -1,6 +1,6 @@
 """Mixed precision and XLA on this machine: every app as GPU and TPU users get it by default.
 
-    python -m benchmarks.precision                  # the check: every app, every precision, end to end (~10 min on 2 CPU cores)
+    python -m benchmarks.precision                  # the check: every app, every precision (~6 min, 2 cores)
     python -m benchmarks.precision --part mnist     # the MNIST default in float32, float16 and bfloat16, side by side
     python -m benchmarks.precision -- --strategy mirrored    # flags after -- go to every run
 
@@ -68,7 +68,8 @@ def check(passthrough: list[str], scratch: str) -> list[dict]:
                        litert_kept=sum(e.get("kept", False) for e in litert.values()), litert_made=len(litert),
                        result="ok")
             rows.append(row)
-            print(f"  {app} {asked}: {precision}, XLA {xla}, {row['step_ms']:.0f} ms a step, {metric} {row['score']:.4f}",
+            print(f"  {app} {asked}: {precision}, XLA {xla}, "
+                  f"{row['step_ms']:.0f} ms a step, {metric} {row['score']:.4f}",
                   flush=True)
     return rows
 
@@ -83,9 +84,9 @@ def check_table(rows: list[dict]) -> str:
             continue
         tolerance = f"{r['tolerance']['relative']:g} rel + {r['tolerance']['absolute']:g}"
         copy = "-" if r["float32_copy"] is None else f"{r['float32_copy']:.2g}"
-        lines.append(f"| {r['app']} | {r['asked']} | {r['precision']} | {r['xla']} | {r['strategy']} | {r['step_ms']:.0f} | "
-                     f"{r['metric']} {r['score']:.4f} | {r['loaders']:.2g} ({tolerance}) | {copy} | "
-                     f"{r['litert_kept']} of {r['litert_made']} | ok |")
+        lines.append(f"| {r['app']} | {r['asked']} | {r['precision']} | {r['xla']} | {r['strategy']} | "
+                     f"{r['step_ms']:.0f} | {r['metric']} {r['score']:.4f} | {r['loaders']:.2g} ({tolerance}) | {copy} "
+                     f"| {r['litert_kept']} of {r['litert_made']} | ok |")
     return "\n".join(lines)
 
 
@@ -112,11 +113,17 @@ def mnist_table(rows: list[dict]) -> str:
     lines = ["| trained in | test accuracy (SavedModel) | training s | median step ms | steps | "
              + " | ".join(f"LiteRT {v}" for v in variants) + " |", "|---" * (5 + len(variants)) + "|"]
     for r in rows:
-        cells = [(f"{r['litert'][v]:.2%}" + ("" if v in r["litert_kept"] else " (not kept)")) if r["litert"].get(v) is not None
+        cells = [(f"{r['litert'][v]:.2%}" + ("" if v in r["litert_kept"] else " (not kept)"))
+                 if r["litert"].get(v) is not None
                  else "-" for v in variants]
-        lines.append(f"| {r['precision']} | {r['test_accuracy']:.2%} | {r['training_seconds']:.0f} | {r['step_ms']:.0f} | "
-                     f"{r['steps']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r['precision']} | {r['test_accuracy']:.2%} | {r['training_seconds']:.0f} | "
+                     f"{r['step_ms']:.0f} | {r['steps']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def markdown(record: dict) -> str:
+    """The table of a --json record (python -m benchmarks.results)."""
+    return (check_table if record["benchmark"] == "precision-check" else mnist_table)(record["rows"])
 
 
 def main(argv=None) -> int:
@@ -125,7 +132,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("check", "mnist"), default="check")
     parser.add_argument("--seed", type=int, default=42, help="--part mnist: the seed of every row")
-    parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON (python -m benchmarks.results)")
+    parser.add_argument("--json", metavar="DIR", help="also write the rows as DIR/precision-PART.json "
+                        "(python -m benchmarks.results)")
     args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-precision-") as scratch:
@@ -136,9 +144,7 @@ def main(argv=None) -> int:
             rows = mnist(passthrough, scratch, args.seed)
             table = mnist_table(rows)
     print("\n" + table + f"\n\nwhole benchmark: {time.perf_counter() - started:.0f} s wall")
-    command = "python -m benchmarks.precision" + (f" --part {args.part}" if args.part != "check" else "") + (
-        f" -- {' '.join(passthrough)}" if passthrough else "")
-    harness.write_json(args.json, f"precision-{args.part}", command, rows)
+    harness.write_json(args.json, f"precision-{args.part}", harness.command("benchmarks.precision", argv), rows)
     return 1 if any(r.get("result", "ok") != "ok" for r in rows) else 0
 
 

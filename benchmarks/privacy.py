@@ -23,18 +23,13 @@ for regression), printed as a table and appended to --log.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from apps import mnist, regression, sentiment  # noqa: E402
-from training.config import parse_config  # noqa: E402
-from training.run import run  # noqa: E402
+from apps import mnist, regression, sentiment
+from benchmarks import harness
 
 # DP runs of the text and regression apps: their default models, sized for DP-SGD by flags. The
 # default bag's 3.2 million weights make each example's gradient 13 MB and drown it in noise
@@ -43,60 +38,43 @@ from training.run import run  # noqa: E402
 SENTIMENT_DP = ["--max-tokens", "5000", "--char-tokens", "0", "--batch-size", "1024", "--epochs", "10",
                 "--learning-rate", "0.01", "--hparams", str(Path(__file__).with_name("privacy_bag.json"))]
 REGRESSION_DP = ["--batch-size", "64", "--epochs", "50"]
-QUIET = ["--litert", "none", "--pictures", "none", "--publish", "always", "--data-source", "mirror", "--fresh"]
 
 
 def one_run(app, argv: list[str], workdir: str, log: Path) -> dict:
-    config = parse_config(app, [*argv, *QUIET, "--logdir", f"{workdir}/runs", "--export-dir", f"{workdir}/export"])
-    started = time.perf_counter()
-    with open(log, "a") as out, contextlib.redirect_stdout(out):
-        print(f"\n==== {app.NAME} {' '.join(argv)}", flush=True)
-        results = run(app, config)
-    results["seconds"] = time.perf_counter() - started
-    return results
-
-
-def row(app, argv, results) -> str:
+    """One run of the app (benchmarks/harness.py, without LiteRT files or pictures; its output into the log): a row."""
+    result = harness.run_app(app, argv, workdir, log=log)
     metric = "test_mae" if app is regression else "test_accuracy"
-    privacy = (f"epsilon {results['epsilon']:.3g} (delta {results['delta']:g})" if "epsilon" in results else "no DP")
-    extra = f" test_macro_f1={results['test_macro_f1']:.4f}" if "test_macro_f1" in results else ""
-    line = (f"{app.NAME:10s} {' '.join(argv):60s} {metric}={results[metric]:.4f}{extra}  {privacy:26s} "
-            f"{results['seconds']:.0f} s")
-    print(line, flush=True)
-    return line
+    row = {"app": app.NAME, "flags": " ".join(argv), "metric": metric, "value": result.results[metric],
+           "macro_f1": result.results.get("test_macro_f1"), "epsilon": result.results.get("epsilon"),
+           "delta": result.results.get("delta"), "seconds": result.seconds}
+    privacy = f"epsilon {row['epsilon']:.3g} (delta {row['delta']:g})" if row["epsilon"] else "no DP"
+    print(f"{app.NAME:10s} {row['flags']:60s} {metric}={row['value']:.4f}  {privacy:26s} {row['seconds']:.0f} s",
+          flush=True)
+    return row
 
 
-def part_mnist(seeds, workdir, log):
-    scores = []
-    for seed in seeds:
-        argv = ["--dp", "--dp-epsilon", "3", "--seed", str(seed)]
-        results = one_run(mnist, argv, workdir, log)
-        row(mnist, argv, results)
-        scores.append(results["test_accuracy"])
-    print(f"mnist dp_cnn at epsilon 3: mean test accuracy {statistics.mean(scores):.4f} over seeds {seeds} "
-          f"({', '.join(f'{s:.4f}' for s in scores)})", flush=True)
-    argv = ["--dp", "--dp-epsilon", "1.2", "--seed", str(seeds[0])]
-    row(mnist, argv, one_run(mnist, argv, workdir, log))
+def part_mnist(seeds, workdir, log) -> list[dict]:
+    rows = [one_run(mnist, ["--dp", "--dp-epsilon", "3", "--seed", str(seed)], workdir, log) for seed in seeds]
+    return rows + [one_run(mnist, ["--dp", "--dp-epsilon", "1.2", "--seed", str(seeds[0])], workdir, log)]
 
 
-def part_against_default(app, dp_argv, workdir, log):
+def part_against_default(app, dp_argv, workdir, log) -> list[dict]:
     """The app's default without DP, then with DP at epsilon 3 and 8."""
-    row(app, [], one_run(app, [], workdir, log))
-    for target in ("3", "8"):
-        argv = ["--dp", "--dp-epsilon", target, *dp_argv]
-        row(app, argv, one_run(app, argv, workdir, log))
+    return [one_run(app, [], workdir, log)] + [one_run(app, ["--dp", "--dp-epsilon", target, *dp_argv], workdir, log)
+                                               for target in ("3", "8")]
 
 
-def part_cost(repeats: int = 5):
-    """Seconds per step, normal and DP, for each app's DP model at its batch size."""
+def part_cost(repeats: int = 5) -> list[dict]:
+    """Seconds per step, normal and DP, for each app's DP model at its batch size, side by side in this process."""
     import numpy as np
     import tensorflow as tf
 
+    from cli.parser import parse_config
     from training import accounting, privacy
-    from training.config import parse_config as parse
 
+    rows = []
     for app, argv in ((mnist, ["--dp"]), (sentiment, ["--dp"]), (regression, ["--dp"])):
-        config = parse(app, [*argv, "--data-source", "mirror"])
+        config = parse_config(app, [*argv, "--data-source", "mirror"])
         splits = app.load_data(config)
         batch = next(iter(splits.train.batch(config.batch_size)))
         if splits.vectorize is not None:
@@ -107,42 +85,72 @@ def part_cost(repeats: int = 5):
             model, kwargs = app.MODELS[config.model].build(config, splits, 100)
             model.compile(**kwargs)
             if dp:
-                privacy.make_private(model, accounting.Plan(1.0, 1.0, 1e-5, 10 ** 5, config.batch_size, 100, 1, "pld", None))
+                plan = accounting.Plan(1.0, 1.0, 1e-5, 10 ** 5, config.batch_size, 100, 1, "pld", None)
+                privacy.make_private(model, plan)
             model.fit(data, epochs=1, verbose=0)  # traced
             seconds = []
             for _ in range(repeats):
                 started = time.perf_counter()
                 model.fit(data, epochs=1, verbose=0)
                 seconds.append((time.perf_counter() - started) / 10)
-            timings[dp] = (statistics.median(seconds), min(seconds))
-        (normal, normal_min), (private, private_min) = timings[False], timings[True]
-        print(f"cost {app.NAME:10s} {config.model:8s} batch {config.batch_size:4d} "
-              f"{int(np.sum([np.prod(w.shape) for w in model.trainable_weights])):>9,d} weights: normal step "
-              f"{1000 * normal:7.1f} ms (min {1000 * normal_min:.1f}), DP step {1000 * private:7.1f} ms "
-              f"(min {1000 * private_min:.1f}): {private / normal:.1f}x", flush=True)
+            timings[dp] = statistics.median(seconds)
+        rows.append({"app": app.NAME, "model": config.model, "batch": config.batch_size,
+                     "weights": int(np.sum([np.prod(w.shape) for w in model.trainable_weights])),
+                     "normal_ms": 1000 * timings[False], "dp_ms": 1000 * timings[True]})
+        print(f"cost {app.NAME:10s} {config.model:8s} batch {config.batch_size:4d}: normal step "
+              f"{rows[-1]['normal_ms']:.1f} ms, DP step {rows[-1]['dp_ms']:.1f} ms", flush=True)
+    return rows
 
 
-def main() -> None:
+def markdown(record: dict) -> str:
+    """The table of a --json record (python -m benchmarks.results)."""
+    rows = record["rows"]
+    if record["benchmark"] == "privacy-cost":
+        lines = ["| app | model | batch | weights | normal step ms | DP step ms | DP / normal |",
+                 "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['app']} | `{r['model']}` | {r['batch']} | {r['weights']:,} | {r['normal_ms']:.1f} | "
+                  f"{r['dp_ms']:.1f} | {r['dp_ms'] / r['normal_ms']:.1f}x |" for r in rows]
+        return "\n".join(lines)
+    lines = ["| app | flags | test result | epsilon (delta) |", "|---|---|---|---|"]
+    for r in rows:
+        value = f"MAE {r['value']:.3f} mpg" if r["metric"] == "test_mae" else f"{100 * r['value']:.2f} %"
+        value += f" (macro-F1 {100 * r['macro_f1']:.2f} %)" if r.get("macro_f1") is not None else ""
+        privacy = f"{r['epsilon']:.3g} ({r['delta']:g})" if r.get("epsilon") else "no DP"
+        lines.append(f"| {r['app']} | `{r['flags'] or '(the default)'}` | {value} | {privacy} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("all", "mnist", "sentiment", "regression", "cost"), default="all")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--workdir", default="", help="scratch folder for runs and exports (default: a temporary one)")
     parser.add_argument("--log", default="benchmark-privacy.log", help="every run's own output goes here")
-    args = parser.parse_args()
+    parser.add_argument("--json", metavar="DIR", help="also write the rows as DIR/privacy-runs.json and "
+                        "DIR/privacy-cost.json (python -m benchmarks.results)")
+    args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     log = Path(args.log).resolve()
+    command = harness.command("benchmarks.privacy", argv)
+    runs = []
     with tempfile.TemporaryDirectory() as scratch:
         workdir = args.workdir or scratch
         print(f"runs under {workdir}; their output in {log}", flush=True)
         if args.part in ("all", "cost"):
-            part_cost()
+            cost = part_cost()
+            print("\n" + markdown({"benchmark": "privacy-cost", "rows": cost}) + "\n", flush=True)
+            harness.write_json(args.json, "privacy-cost", command, cost)
         if args.part in ("all", "mnist"):
-            part_mnist(seeds, workdir, log)
+            runs += part_mnist(seeds, workdir, log)
         if args.part in ("all", "sentiment"):
-            part_against_default(sentiment, SENTIMENT_DP, workdir, log)
+            runs += part_against_default(sentiment, SENTIMENT_DP, workdir, log)
         if args.part in ("all", "regression"):
-            part_against_default(regression, REGRESSION_DP, workdir, log)
+            runs += part_against_default(regression, REGRESSION_DP, workdir, log)
+    if runs:
+        print("\n" + markdown({"benchmark": "privacy-runs", "rows": runs}), flush=True)
+        harness.write_json(args.json, "privacy-runs", command, runs)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

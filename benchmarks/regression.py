@@ -15,26 +15,33 @@ squares on the tutorial's features. Then S3: the learned line against least squa
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+from apps import regression
+from benchmarks import harness
+from core.config import default_data_dir
+from pipelines import autompg
 
-from apps import regression  # noqa: E402
-from pipelines import autompg  # noqa: E402
-from training.config import default_data_dir, parse_config  # noqa: E402
-from training.run import run  # noqa: E402
+
+LABELS = {  # the rows as the table names them
+    "ensemble": "`ensemble` (default: 10 averaged 64-64 MLPs, maker + diesel flag from the car name)",
+    "mlp": "`mlp` (S4 exactly: MSE, 10 epochs, underfits)",
+    "linear": "`linear` (S3's model on Auto MPG)",
+    "TF tutorial DNN": "TF tutorial DNN (peer, exactly as the tutorial writes it)",
+    "random forest": "random forest (scikit-learn, peer)",
+    "gradient boosting": "gradient boosting (scikit-learn, peer)",
+    "least squares": "least squares (scikit-learn, peer)",
+}
 
 
 def suite_model(model: str, seed: int, scratch: str, extra=()) -> dict:
-    config = parse_config(regression, ["--model", model, "--seed", str(seed), "--logdir", f"{scratch}/runs",
-                                       "--export-dir", f"{scratch}/export", "--fresh", *extra])
-    return run(regression, config)
+    """One run of the app (its own run function: pipeline, model, fit, evaluate, verified export): its figures."""
+    return harness.run_app(regression, ["--model", model, "--seed", str(seed), *extra], scratch, quiet=False).results
 
 
 def tutorial_features(table: dict) -> np.ndarray:
@@ -72,29 +79,46 @@ def peers(seeds) -> dict:
     return results
 
 
-def main() -> None:
+def markdown(record: dict) -> str:
+    """The tables of a --json record (python -m benchmarks.results)."""
+    rows = record["rows"]
+    lines = [f"| model | mean test MAE (mpg), seeds {record['seeds']} | std | per seed |", "|---|---|---|---|"]
+    for r in rows["models"]:
+        shown = " ".join(f"{m:.3f}" for m in r["per_seed"]) if r.get("show_seeds", True) else ""
+        lines.append(f"| {r['model']} | {r['mean']:.3f} | {r['std']:.3f} | {shown} |")
+    line = rows["s3"]
+    lines += ["", f"S3 in the same run: learned w = {line['w']:.4f}, b = {line['b']:.4f}; least squares on the same "
+              f"100 samples w = {line['w_least_squares']:.4f}, b = {line['b_least_squares']:.4f}."]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds")
     parser.add_argument("--models", default="ensemble,mlp,linear", help="suite models to run")
-    args = parser.parse_args()
+    parser.add_argument("--json", metavar="DIR", help="also write the rows as DIR/regression.json "
+                                                      "(python -m benchmarks.results)")
+    args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = {}
     with tempfile.TemporaryDirectory() as scratch:
         for model in args.models.split(","):
             start = time.perf_counter()
             maes = [suite_model(model, s, scratch)["test_mae"] for s in seeds]
-            rows[f"suite {model}" + (" (default)" if model == regression.DEFAULT_MODEL else "")] = maes
+            rows[LABELS.get(model, f"`{model}`")] = maes
             print(f"[{model}] {time.perf_counter() - start:.0f} s for {len(seeds)} seeds", flush=True)
-        rows.update(peers(seeds))
+        rows.update({LABELS.get(name, name): maes for name, maes in peers(seeds).items()})
         line = suite_model("linear", 42, scratch, ["--dataset", "linear"])
-    print(f"\nAuto MPG, TF tutorial split (78 test cars), test MAE in mpg over seeds {args.seeds}:")
-    print(f"{'model':34s} {'mean':>6s} {'std':>6s}  per seed")
-    for name, maes in rows.items():
-        spread = statistics.stdev(maes) if len(maes) > 1 else 0.0
-        print(f"{name:34s} {statistics.mean(maes):6.3f} {spread:6.3f}  {' '.join(f'{m:.3f}' for m in maes)}")
-    print(f"\nS3 line (100 samples, seed 42): learned w = {line['w']:.4f}, b = {line['b']:.4f}; "
-          f"least squares w = {line['w_least_squares']:.4f}, b = {line['b_least_squares']:.4f}; true w = 2, b = 1")
+    models = [{"model": name, "mean": statistics.mean(maes), "std": statistics.stdev(maes) if len(maes) > 1 else 0.0,
+               "per_seed": maes, "show_seeds": name in (LABELS["ensemble"], LABELS["TF tutorial DNN"])}
+              for name, maes in sorted(rows.items(), key=lambda item: statistics.mean(item[1]))]
+    record = {"seeds": args.seeds.replace(",", "-") if args.seeds == "0,1,2,3,4" else args.seeds, "rows": {
+        "models": models, "s3": {k: line[k] for k in ("w", "b", "w_least_squares", "b_least_squares")}}}
+    print(f"\nAuto MPG, TF tutorial split (78 test cars), test MAE in mpg:\n\n{markdown(record)}")
+    harness.write_json(args.json, "regression", harness.command("benchmarks.regression", argv), record["rows"],
+                       seeds=record["seeds"])
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -5,7 +5,7 @@
 
 Every setting is the real command, `python -m apps.mnist --epochs N` on real
 MNIST (the offline mirror), each run in a process of its own, and the settings
-take turns going first, round by round, so this host's drift (up to 2x) hits them alike:
+take turns going first, round by round, so a host's drift (up to 2x) hits them alike:
   backups every 200 steps  the default (--backup-every 200), plus one at every epoch end
   backups at epoch ends    --backup-every 1000000000: only the epoch-end ones
   --deterministic          TensorFlow's op determinism, default backups
@@ -18,38 +18,55 @@ bit-identical weights of --deterministic rounds are checked on the way.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks import harness
+
 SETTINGS = {
     "backups every 200 steps (default)": [],
-    "backups at epoch ends only": ["--backup-every", "1000000000"],
-    "--deterministic": ["--deterministic"],
+    "backups at epoch ends only (`--backup-every 1000000000`)": ["--backup-every", "1000000000"],
+    "`--deterministic` (default backups)": ["--deterministic"],
 }
 
 
 def one_run(flags: list[str], epochs: int, scratch: Path) -> dict:
-    logdir = Path(tempfile.mkdtemp(dir=scratch))
-    command = [sys.executable, "-m", "apps.mnist", "--epochs", str(epochs), "--data-source", "mirror",
-               "--logdir", str(logdir), "--export-dir", str(scratch / "export"), *flags]
-    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    finished = json.loads(next(logdir.glob("mnist/*/FINISHED.json")).read_text())
-    steps = sum(1 for _ in next(logdir.glob("mnist/*/steps.jsonl")).open())
-    return {"steps": steps, **finished}
+    """One run of the default model as a user runs it (benchmarks/harness.py, in a process of its own)."""
+    result = harness.run_app("mnist", ["--epochs", str(epochs), *flags], scratch, quiet=False, process=True)
+    return {"steps": len(result.steps()), **result.finished}
+
+
+def summary(name: str, rows: list[dict]) -> dict:
+    rates = [r["steps"] / r["training_seconds"] for r in rows]
+    return {"setting": name, "rate_median": statistics.median(rates), "rate_min": min(rates), "rate_max": max(rates),
+            "training_seconds": statistics.median(r["training_seconds"] for r in rows),
+            "backups": rows[0]["backups_written"], "backup_seconds": statistics.median(r["backup_seconds"]
+                                                                                       for r in rows),
+            "share_percent": statistics.median(100 * r["backup_seconds"] / r["training_seconds"] for r in rows),
+            "weights": sorted({r["weights_sha256"][:12] for r in rows}),
+            "test_accuracy": [r["test_accuracy"] for r in rows]}
+
+
+def markdown(record: dict) -> str:
+    """The table of a --json record (python -m benchmarks.results)."""
+    lines = ["| setting | steps/s, median (range) | training s, median | "
+             "backups a run (writing them) | writing backups, share of training |", "|---|---|---|---|---|"]
+    lines += [f"| {r['setting']} | {r['rate_median']:.2f} ({r['rate_min']:.2f} to {r['rate_max']:.2f}) | "
+              f"{r['training_seconds']:.1f} | {r['backups']} "
+              f"({r['backup_seconds']:.2f} s) | {r['share_percent']:.2f} % |"
+              for r in record["rows"]]
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--json", metavar="DIR", help="also write the rows as DIR/resume.json "
+                                                      "(python -m benchmarks.results)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     results = {name: [] for name in SETTINGS}
@@ -62,18 +79,12 @@ def main(argv=None) -> int:
                 print(f"round {round_ + 1} {name}: {r['steps'] / r['training_seconds']:.2f} steps/s, "
                       f"{r['backups_written']} backups in {r['backup_seconds']:.2f} s, test accuracy "
                       f"{r['test_accuracy']:.4f}, weights {r['weights_sha256'][:12]}", flush=True)
-    deterministic = {r["weights_sha256"] for r in results["--deterministic"]}
-    print(f"\n--deterministic rounds gave {len(deterministic)} distinct weight hash(es) over {args.rounds} run(s)")
-    print("\n| setting | steps/s, median (range) | training s, median | backups a run (writing them) | "
-          "writing backups, share of training |")
-    print("|---|---|---|---|---|")
-    for name, rows in results.items():
-        rates = [r["steps"] / r["training_seconds"] for r in rows]
-        seconds = statistics.median(r["training_seconds"] for r in rows)
-        share = statistics.median(100 * r["backup_seconds"] / r["training_seconds"] for r in rows)
-        print(f"| {name} | {statistics.median(rates):.2f} ({min(rates):.2f} to {max(rates):.2f}) | {seconds:.1f} | "
-              f"{rows[0]['backups_written']} ({statistics.median(r['backup_seconds'] for r in rows):.2f} s) | {share:.2f} % |")
+    rows = [summary(name, runs) for name, runs in results.items()]
+    hashes = len(rows[-1]["weights"])
+    print(f"\n--deterministic rounds gave {hashes} distinct weight hash(es) over {args.rounds} run(s)")
+    print("\n" + markdown({"rows": rows}))
     print(f"\nwhole benchmark: {time.perf_counter() - started:.0f} s; {os.cpu_count()} CPU cores")
+    harness.write_json(args.json, "resume", harness.command("benchmarks.resume", argv), rows)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Every app's default export, served every way it can be: one table for the README.
+"""Every app's default export, served every way it can be: one table for docs/results.md.
 
     python -m benchmarks.serving                         # trains what is missing: ~40 min on 2 CPU cores
     python -m benchmarks.serving --export-dir DIR --apps mnist,regression
@@ -18,14 +18,16 @@ and from the version's evaluation.json, measured by the export's own fresh
 process on the whole test set: each LiteRT file's size and its metric against
 the SavedModel's.
 Latencies are medians (p50) and 99th percentiles over calls on different
-examples. The MNIST targets of issue 12 are checked and printed at the end.
+examples. The MNIST LiteRT targets (int8 at most a third of float32's size,
+within 0.1 point of the SavedModel, batch-1 p50 at most 0.05 ms) are checked
+and printed at the end. Default models are trained through
+benchmarks/harness.py.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -33,6 +35,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks import harness
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = ("mnist", "fashion_mnist", "regression", "sentiment", "charlm")
@@ -42,7 +46,8 @@ MNIST_TARGETS = "int8 file <= 1/3 of float32, within 0.1 point of the SavedModel
 
 
 def newest(export_dir: Path, app: str) -> Path | None:
-    base = export_dir / app  # every app's default model serves under the app's name
+    """The newest version of the app's default model, fully trained, under EXPORT_DIR/export/<app>."""
+    base = export_dir / "export" / app  # every app's default model serves under the app's name
     versions = sorted((int(p.name) for p in base.iterdir() if p.name.isdigit()), reverse=True) if base.exists() else []
     for version in versions:
         config = json.loads((base / str(version) / "run_config.json").read_text())
@@ -52,10 +57,9 @@ def newest(export_dir: Path, app: str) -> Path | None:
 
 
 def train(app: str, export_dir: Path) -> None:
-    command = [sys.executable, "-m", f"apps.{app}", "--data-source", "mirror", "--export-dir", str(export_dir),
-               "--logdir", str(export_dir / "runs"), "--publish", "always"]
-    print(f"$ {' '.join(command[1:])}", flush=True)
-    subprocess.run(command, cwd=ROOT, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    """The app's default command on the offline mirror (benchmarks/harness.py), in a process of its own."""
+    print(f"training {app}'s default model into {export_dir}", flush=True)
+    harness.run_app(app, [], export_dir, quiet=False, process=True)
 
 
 def timed(fn, calls) -> np.ndarray:
@@ -72,8 +76,8 @@ def measure(app_name: str, version: str) -> dict:
     import keras
     import tensorflow as tf
 
-    from training import phone_inputs
-    from training.config import parse_config
+    from deployment import phone_inputs
+    from cli.parser import parse_config
     from training.run import test_set
 
     app, version = importlib.import_module(f"apps.{app_name}"), Path(version)
@@ -125,7 +129,7 @@ def measure(app_name: str, version: str) -> dict:
 
 def litert_only(folder: str, inputs: str) -> dict:
     """Every .tflite file in folder at batch 1 on the prepared inputs, the files taking turns for ROUNDS rounds."""
-    from training.litert import Runner
+    from deployment.litert import Runner
 
     with np.load(inputs) as data:
         feeds = dict(data)
@@ -138,14 +142,14 @@ def litert_only(folder: str, inputs: str) -> dict:
             for name, t in seconds.items()}
 
 
-def table(app: str, version: Path, timings: dict) -> list[str]:
-    evaluation = json.loads((version / "evaluation.json").read_text())
+def table(app: str, evaluation: dict, timings: dict) -> list[str]:
     kind, reference = evaluation["metric"][0], evaluation["savedmodel"]["score"]
-    fmt = (lambda v: f"{v:.2%}") if kind == "accuracy" else (lambda v: f"{v:.4f}")
-    lines = [f"| {app} | SavedModel b1 | {timings['savedmodel_bytes'] / 1024:,.0f} KB | {timings['savedmodel_b1'][0]:.3f} / "
-             f"{timings['savedmodel_b1'][1]:.3f} | {kind} {fmt(reference)} |",
-             f"| | SavedModel b{timings['big_batch']} (per call; per example {timings['savedmodel_b256_per_example']:.4f}) | | "
-             f"{timings['savedmodel_b256'][0]:.3f} / {timings['savedmodel_b256'][1]:.3f} | |",
+    fmt = (lambda v: f"{v:.2%}") if kind == "accuracy" else (lambda v: f"{v:.4f}")  # noqa: E731
+    lines = [f"| {app} | SavedModel b1 | {timings['savedmodel_bytes'] / 1024:,.0f} KB | "
+             f"{timings['savedmodel_b1'][0]:.3f} / {timings['savedmodel_b1'][1]:.3f} | {kind} {fmt(reference)} |",
+             f"| | SavedModel b{timings['big_batch']} (per call; per example "
+             f"{timings['savedmodel_b256_per_example']:.4f}) | | {timings['savedmodel_b256'][0]:.3f} / "
+             f"{timings['savedmodel_b256'][1]:.3f} | |",
              f"| | model.predict b1 | | {timings['predict_b1'][0]:.3f} / {timings['predict_b1'][1]:.3f} | |"]
     for variant, entry in evaluation["litert"].items():
         if "score" not in entry:
@@ -153,15 +157,15 @@ def table(app: str, version: Path, timings: dict) -> list[str]:
             continue
         change = (entry["score"] - reference) * 100 if kind == "accuracy" else (entry["score"] / reference - 1) * 100
         unit = "points" if kind == "accuracy" else "%"
-        p50, p99 = timings["litert_b1"].get(variant, (entry["p50_ms"], entry["p99_ms"]))  # not kept: export-time figures
-        lines.append(f"| | LiteRT {variant}{'' if entry['kept'] else ' (not kept)'} | {entry['bytes'] / 1024:,.0f} KB | "
-                     f"{p50:.4f} / {p99:.4f} | {fmt(entry['score'])} ({change:+.2f} {unit}) |")
+        # not kept: export-time figures
+        p50, p99 = timings["litert_b1"].get(variant, (entry["p50_ms"], entry["p99_ms"]))
+        lines.append(f"| | LiteRT {variant}{'' if entry['kept'] else ' (not kept)'} | {entry['bytes'] / 1024:,.0f} KB "
+                     f"| {p50:.4f} / {p99:.4f} | {fmt(entry['score'])} ({change:+.2f} {unit}) |")
     return lines
 
 
-def mnist_targets(version: Path, timings: dict) -> list[str]:
-    """Issue 12's targets, for the full-integer file and for the dynamic-range one (int8 weights)."""
-    evaluation = json.loads((version / "evaluation.json").read_text())
+def mnist_targets(evaluation: dict, timings: dict) -> list[str]:
+    """The MNIST LiteRT targets, for the full-integer file and for the dynamic-range one (int8 weights)."""
     entries, reference = evaluation["litert"], evaluation["savedmodel"]["score"]
     lines = []
     for variant in ("int8", "dynamic_range"):
@@ -181,7 +185,10 @@ def mnist_targets(version: Path, timings: dict) -> list[str]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--export-dir", default="benchmark-exports", help="where default exports are found or trained")
+    parser.add_argument("--export-dir", default="benchmark-exports",
+                        help="where default models are found (EXPORT_DIR/export/<app>) or trained")
+    parser.add_argument("--json", metavar="DIR", help="also write the rows as DIR/serving.json "
+                                                      "(python -m benchmarks.results)")
     parser.add_argument("--apps", default=",".join(APPS))
     parser.add_argument("--measure", nargs=2, metavar=("APP", "VERSION"), help=argparse.SUPPRESS)  # the fresh process
     parser.add_argument("--litert-only", nargs=2, metavar=("FOLDER", "INPUTS"), help=argparse.SUPPRESS)
@@ -193,21 +200,31 @@ def main(argv=None) -> int:
         print(json.dumps(measure(*args.measure)))
         return 0
     export_dir = Path(args.export_dir)
-    lines = ["| app | how | size | batch latency p50 / p99 (ms) | test metric |", "|---|---|---|---|---|"]
-    found, measured = {}, {}
+    rows = {}
     for app in args.apps.split(","):
         if newest(export_dir, app) is None:
             train(app, export_dir)
-        found[app] = version = newest(export_dir, app)
+        version = newest(export_dir, app)
         print(f"measuring {app} {version}", flush=True)
         result = subprocess.run([sys.executable, "-m", "benchmarks.serving", "--measure", app, str(version)], cwd=ROOT,
-                                capture_output=True, text=True, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-        measured[app] = json.loads(result.stdout.strip().splitlines()[-1])
-        lines += table(app, version, measured[app])
-    print("\n".join(lines))
-    if "mnist" in found:
-        print("\n".join(mnist_targets(found["mnist"], measured["mnist"])))
+                                capture_output=True, text=True, check=True)
+        evaluation = json.loads((version / "evaluation.json").read_text())
+        rows[app] = {"version": str(version), "timings": json.loads(result.stdout.strip().splitlines()[-1]),
+                     "evaluation": {k: evaluation[k] for k in ("metric", "savedmodel", "litert")}}
+    print("\n" + markdown({"rows": rows}))
+    harness.write_json(args.json, "serving", harness.command("benchmarks.serving", argv), rows)
     return 0
+
+
+def markdown(record: dict) -> str:
+    """The table of a --json record (python -m benchmarks.results), and the MNIST targets."""
+    rows = record["rows"]
+    lines = ["| app | how | size | batch latency p50 / p99 (ms) | test metric |", "|---|---|---|---|---|"]
+    for app, row in rows.items():
+        lines += table(app, row["evaluation"], row["timings"])
+    if "mnist" in rows:
+        lines += ["", *(f"- {line}" for line in mnist_targets(rows["mnist"]["evaluation"], rows["mnist"]["timings"]))]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -10,40 +10,31 @@ pipeline, model, fit, evaluate, verified export into a scratch folder). The
 peer sees the same cleaned, deduplicated tweets and the same split: it is fit
 on train + validation (it has no use for a validation set) and scored on test.
 The default model is trained twice: as the app trains it (train, validation
-held out) and on the peer's data (--include-validation). The verdict on issue
-15's target (2 points over the peer in accuracy and macro-F1) is worked out
-from the rows.
+held out) and on the peer's data (--include-validation). The verdict on the
+target (2 points over the peer in accuracy and macro-F1) is worked out from
+the rows. Every run goes through benchmarks/harness.py.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import tempfile
-import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
 
-import numpy as np  # noqa: E402
+from apps import charlm, sentiment
+from benchmarks import harness
+from core.config import default_data_dir
+from pipelines import tweets
 
-from apps import charlm, sentiment  # noqa: E402
-from pipelines import tweets  # noqa: E402
-from training.config import default_data_dir, parse_config  # noqa: E402
-from training.outputs import FINISHED, resolve_run_dir  # noqa: E402
-from training.run import run  # noqa: E402
+PEER = "TF-IDF word 1-2 grams (sublinear) + logistic regression (peer, fit on train + validation)"
+LABELS = {"bag": "`bag` (default: TF-IDF word 1-3 grams + character "
+                 "1-6 grams within words, one hidden layer, 4 epochs)",
+          "cnn": "`cnn` (keras.io's Conv1D)", "lstm": "`lstm` (characters through an LSTM)"}
 
 
-def suite(app, args: list[str], scratch: str) -> tuple[dict, float, float]:
-    """(test results, wall seconds of the whole run, seconds in fit) of one run of the app."""
-    # --publish always: every row exports into one scratch folder, and a row that scores below the one
-    # before it is a figure to print, not a version to hold back.
-    config = parse_config(app, [*args, "--data-source", "mirror", "--logdir", f"{scratch}/runs",
-                                "--export-dir", f"{scratch}/export", "--fresh", "--publish", "always"])
-    run_dir = resolve_run_dir(config)  # the folder run() picks: its FINISHED record has the fit time
-    start = time.perf_counter()
-    results = run(app, config)
-    seconds = time.perf_counter() - start
-    return results, seconds, json.loads((run_dir / FINISHED).read_text())["training_seconds"]
+def suite(app, args: list[str], scratch: str) -> harness.Result:
+    """One run of the app through its own run function, export and LiteRT checks included (the "run s")."""
+    return harness.run_app(app, args, scratch, quiet=False)
 
 
 def peer() -> tuple[float, float]:
@@ -62,42 +53,76 @@ def peer() -> tuple[float, float]:
     return float(accuracy_score(y_test, predicted)), float(f1_score(y_test, predicted, average="macro"))
 
 
-def main() -> None:
+def verdict(rows: list[dict]) -> str:
+    """Against the target of 2 points over the peer in accuracy and macro-F1."""
+    peer_row = rows[0]
+    lines = []
+    for r in rows[1:]:
+        if r.get("default") and not r.get("include_validation"):
+            gains = [(r[k] - peer_row[k]) * 100 for k in ("accuracy", "macro_f1")]
+            lines.append(f"The default against the peer: {gains[0]:+.2f} accuracy and {gains[1]:+.2f} macro-F1 points; "
+                         f"2 points in both: accuracy {'met' if gains[0] >= 2 else 'NOT met'}, macro-F1 "
+                         f"{'met' if gains[1] >= 2 else 'NOT met'}.")
+    return "\n".join(lines)
+
+
+def markdown(record: dict) -> str:
+    """The table of a --json record (python -m benchmarks.results)."""
+    rows = record["rows"]
+    if record["benchmark"] == "text-lm":
+        lines = ["| language model | test perplexity per character |", "|---|---|"]
+        lines += [f"| {r['model']} | {r['perplexity']:.3f} |" for r in rows]
+        return "\n".join(lines)
+
+    def cell(value, digits=0):
+        return value if isinstance(value, str) else "" if value is None else f"{value:.{digits}f}"
+
+    lines = ["| model | test accuracy | test macro-F1 | fit s | run s |", "|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {cell(r.get('fit_seconds'))} | "
+              f"{cell(r.get('run_seconds'))} |" for r in rows]
+    return "\n".join(lines) + "\n\n" + verdict(rows)
+
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="sentiment,lm")
     parser.add_argument("--models", default="bag,cnn", help="sentiment models to run")
     parser.add_argument("--no-same-data", action="store_true",
                         help="skip the default model's second run on train + validation (the peer's data)")
-    args = parser.parse_args()
-    lines = []
+    parser.add_argument("--json", metavar="DIR", help="also write the rows as DIR/text-sentiment.json and "
+                        "DIR/text-lm.json (python -m benchmarks.results)")
+    args = parser.parse_args(argv)
+    command = harness.command("benchmarks.text", argv)
     with tempfile.TemporaryDirectory() as scratch:
         if "sentiment" in args.tasks:
             accuracy, f1 = peer()
-            rows = [("TF-IDF 1-2 gram + logistic regression (peer)", accuracy, f1, None, None)]
+            rows = [{"model": PEER, "accuracy": accuracy, "macro_f1": f1}]
             runs = [(m, []) for m in args.models.split(",")]
             if sentiment.DEFAULT_MODEL in args.models.split(",") and not args.no_same_data:
                 runs.append((sentiment.DEFAULT_MODEL, ["--include-validation"]))
             for model, extra in runs:
-                results, seconds, fit = suite(sentiment, ["--model", model, *extra], scratch)
-                name = f"suite {model}" + (" (default)" if model == sentiment.DEFAULT_MODEL else "")
-                rows.append((name + (", on train + validation" if extra else ""),
-                             results["test_accuracy"], results["test_macro_f1"], fit, seconds))
-            lines.append("Sentiment, offline tweets, stratified 80/20 split (RandomState 0), test set:")
-            lines.append(f"{'model':58s} {'accuracy':>8s} {'macro-F1':>8s} {'fit s':>6s} {'run s':>6s}")
-            lines += [f"{name:58s} {a:8.4f} {f:8.4f} {'' if t is None else f'{t:6.0f}':>6s} "
-                      f"{'' if w is None else f'{w:6.0f}':>6s}" for name, a, f, t, w in rows]
-            for name, a, f, _, _ in rows[1:]:
-                if "(default)" in name:  # issue 15: 2 points over the peer in both
-                    gains = (a - accuracy) * 100, (f - f1) * 100
-                    lines.append(f"  {name}: {gains[0]:+.2f} accuracy, {gains[1]:+.2f} macro-F1 points over the "
-                                 f"peer; 2 points in both: {'met' if min(gains) >= 2 else 'NOT met'}")
+                result = suite(sentiment, ["--model", model, *extra], scratch)
+                label = LABELS.get(model, f"`{model}`")
+                if extra:
+                    label = f"`{model}`, trained on train + validation as the peer is (`--include-validation`)"
+                rows.append({"model": label, "accuracy": result.results["test_accuracy"],
+                             "macro_f1": result.results["test_macro_f1"], "fit_seconds": result.training_seconds,
+                             "run_seconds": result.seconds, "default": model == sentiment.DEFAULT_MODEL,
+                             "include_validation": bool(extra)})
+            print("\nSentiment, offline tweets, stratified 80/20 split (RandomState 0), test set:\n")
+            print(markdown({"benchmark": "text-sentiment", "rows": rows}))
+            harness.write_json(args.json, "text-sentiment", command, rows)
         if "lm" in args.tasks:
-            results, seconds, _ = suite(charlm, [], scratch)
-            lines.append("\nLanguage model, tweet texts, per-character test perplexity (same pairs):")
-            lines.append(f"  suite lstm (S5)            {results['test_perplexity']:8.3f}   ({seconds:.0f} s)")
-            lines.append(f"  add-k bigram (k={results['bigram_add_k']:g})      {results['bigram_test_perplexity']:8.3f}")
-    print("\n" + "\n".join(lines))
+            result = suite(charlm, [], scratch)
+            rows = [{"model": f"`apps.charlm` (S5: Embedding 32 -> LSTM 128 -> Dense, 4 epochs; {result.seconds:.0f} "
+                              "s)", "perplexity": result.results["test_perplexity"]},
+                    {"model": f"add-k bigram on the same pairs (k = {result.results['bigram_add_k']:g}, chosen on "
+                              "validation)", "perplexity": result.results["bigram_test_perplexity"]}]
+            print("\nLanguage model, tweet texts, per-character test perplexity (same pairs):\n")
+            print(markdown({"benchmark": "text-lm", "rows": rows}))
+            harness.write_json(args.json, "text-lm", command, rows)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -27,20 +27,12 @@ verified export into a scratch folder). Source models come from one run each
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from apps import charlm, fashion_mnist, mnist, sentiment  # noqa: E402
-from training.config import parse_config  # noqa: E402
-from training.outputs import FINISHED, resolve_run_dir  # noqa: E402
-from training.run import run  # noqa: E402
+from apps import charlm, fashion_mnist, mnist, sentiment
+from benchmarks import harness
 
 # labels: (batch size, epochs, how many of --seeds). Small sets get small batches and
 # more epochs, so every run takes a few hundred steps. 0 labels: all of them, with one
@@ -55,32 +47,19 @@ class Bench:
 
     def source(self, app, argv: list[str], name: str) -> dict:
         """A model every comparison starts from: trained once as WORKDIR/runs/<app>/<name>, reused if finished there."""
-        finished = Path(self.workdir) / "runs" / app.NAME / name / FINISHED
-        if not finished.exists():
-            return self.run(app, [*argv, "--run-id", name])
-        results = json.loads(finished.read_text())
-        print(f"  {app.NAME:13s} {name}: reusing {finished.parent} (test_accuracy={results['test_accuracy']:.4f})")
-        return {**results, **results.get("details", {}), "seconds": results["training_seconds"],
-                "model": str(finished.parent / "model.keras")}
+        return self.run(app, [*argv, "--run-id", name], fresh=False)
 
-    def run(self, app, argv: list[str]) -> dict:
-        """One run of the app, its output into the log; returns its results and where its model is."""
-        fresh = [] if "--run-id" in argv else ["--fresh"]
-        # --publish always: every run exports into one scratch folder, and a run that scores below the
-        # one before it (a scratch run after its source model) is a figure to report, not a version to hold back.
-        # --litert none --pictures none: the phone files and pictures are not what this benchmark compares,
-        # and a 100-label run took 161-193 s with them, 59-67 s without (the SavedModel export is still verified).
-        config = parse_config(app, [*argv, "--data-source", "mirror", *fresh, "--logdir", f"{self.workdir}/runs",
-                                    "--export-dir", f"{self.workdir}/export", "--publish", "always",
-                                    "--litert", "none", "--pictures", "none"])
-        run_dir = resolve_run_dir(config)  # the folder run() picks, so its model.keras
-        started = time.perf_counter()
-        with open(self.log, "a") as out, contextlib.redirect_stdout(out):
-            print(f"\n==== {app.NAME} {' '.join(argv)}", flush=True)
-            results = run(app, config)
-        results.update(seconds=time.perf_counter() - started, model=str(run_dir / "model.keras"))
-        print(f"  {app.NAME:13s} {' '.join(argv)[:90]:90s} test_accuracy={results['test_accuracy']:.4f} "
-              f"({results['seconds']:.0f} s)", flush=True)
+    def run(self, app, argv: list[str], fresh: bool = True) -> dict:
+        """One run of the app (benchmarks/harness.py; its output into the log): its results, and where its model is.
+
+        Without LiteRT files and pictures (harness.QUIET): they are not what this benchmark compares, and a
+        100-label run took 161-193 s with them, 59-67 s without (the SavedModel export is still verified).
+        """
+        result = harness.run_app(app, argv, self.workdir, fresh=fresh, log=self.log)
+        results = {**result.results, "seconds": result.training_seconds if not fresh else result.seconds,
+                   "model": str(result.run_dir / "model.keras")}
+        print(f"  {app.NAME:13s} {' '.join(argv)[:90]:90s} "
+              f"test_accuracy={results['test_accuracy']:.4f} ({result.seconds:.0f} s)", flush=True)
         return results
 
 
@@ -103,21 +82,43 @@ def compare(bench: Bench, app, plan: dict, seeds: list[int], source: str, extra:
     return rows
 
 
-def table(title: str, rows) -> str:
-    def cell(values):
-        spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{100 * statistics.mean(values):6.2f} ± {100 * spread:4.2f}"
+def mean_std(values) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.mean(values):.2f} ± {100 * spread:.2f}"
 
-    lines = [title, f"{'labels':>8s}  {'scratch %':>14s}  {'transfer %':>14s}  {'gain':>6s}  per seed (scratch / transfer)",
-             "-" * 100]
-    for labels, scratch, transfer in rows:
-        gain = 100 * (statistics.mean(transfer) - statistics.mean(scratch))
-        seeds = "  ".join(f"{100 * s:.1f}/{100 * t:.1f}" for s, t in zip(scratch, transfer))
-        lines.append(f"{labels or 'all':>8}  {cell(scratch)}  {cell(transfer)}  {gain:+6.2f}  {seeds}")
+
+def gain(scratch, transfer) -> float:
+    return 100 * (statistics.mean(transfer) - statistics.mean(scratch))
+
+
+def markdown(record: dict) -> str:
+    """The tables of a --json record (python -m benchmarks.results)."""
+    rows = record["rows"]
+    if record["benchmark"].startswith("transfer-text"):
+        lines = ["| labelled tweets | from scratch | from the LM | gain | per seed (scratch / transfer) |",
+                 "|---|---|---|---|---|"]
+        for r in rows["labels"]:
+            seeds = ", ".join(f"{100 * a:.1f}/{100 * b:.1f}" for a, b in zip(r["scratch"], r["transfer"]))
+            lines.append(f"| {r['labels'] or 'all (about 26,800)'} | {mean_std(r['scratch'])} | "
+                         f"{mean_std(r['transfer'])} | {gain(r['scratch'], r['transfer']):+.2f} | {seeds} |")
+        return "\n".join(lines) + f"\n\nThe character LM: test perplexity {rows['lm_perplexity']:.3f}."
+    lines = ["| labels | Fashion-MNIST from scratch | from the MNIST model | "
+             "gain | MNIST from scratch | from the Fashion-MNIST model | gain |", "|---|---|---|---|---|---|---|"]
+    for r in rows["labels"]:
+        cells = []
+        for target in ("fashion_mnist", "mnist"):
+            pair = r.get(target)
+            cells += ([mean_std(pair["scratch"]), mean_std(pair["transfer"]),
+                       f"{gain(pair['scratch'], pair['transfer']):+.2f}"] if pair else ["", "", ""])
+        lines.append(f"| {r['labels']} | " + " | ".join(cells) + " |")
+    sources = rows.get("sources")
+    if sources:
+        lines += ["", "| all 55,000 training labels, seed 42 | test accuracy | training time |", "|---|---|---|"]
+        lines += [f"| {s['model']} | {100 * s['test_accuracy']:.2f} % | {s['seconds']:.0f} s |" for s in sources]
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("all", "images", "text"), default="all")
     parser.add_argument("--labels", default="", help="image label counts (default: 100,600,6000)")
@@ -125,48 +126,49 @@ def main() -> None:
     parser.add_argument("--text-recipe", choices=("two-phase", "whole"), default="whole")
     parser.add_argument("--text-labels", default="", help="text label counts (default: 1000 and all, 0)")
     parser.add_argument("--image-recipe", choices=("two-phase", "whole"), default="two-phase",
-                        help="two-phase: freeze E/3 epochs, fine-tune 2E/3; whole: the loaded weights only start "
-                             "the scratch recipe (every layer trains E epochs on its schedule)")
+                        help="two-phase: freeze E/3 epochs, fine-tune 2E/3; whole: the loaded weights only start the "
+                             "scratch recipe (every layer trains E epochs on its schedule)")
     parser.add_argument("--log", default="transfer-benchmark.log", help="every run's own output goes here")
-    parser.add_argument("--workdir", default="", help="keep the runs here, and reuse the source models finished "
-                                                      "there by an earlier run (default: a temporary folder)")
-    args = parser.parse_args()
+    parser.add_argument("--workdir", default="", help="keep the runs here, and reuse the source models finished there "
+                                                      "by an earlier run (default: a temporary folder)")
+    parser.add_argument("--json", metavar="DIR", help="also write the rows as DIR/transfer-images.json and "
+                        "DIR/transfer-text.json (python -m benchmarks.results)")
+    args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     plan = {n: IMAGE_PLAN[n] for n in map(int, args.labels.split(","))} if args.labels else IMAGE_PLAN
-    out = []
+    command = harness.command("benchmarks.transfer", argv)
     with tempfile.TemporaryDirectory() as scratch:
         bench = Bench(args.workdir or scratch, Path(args.log))
         print(f"each run's output: {args.log}", flush=True)
         if args.part in ("all", "images"):
             sources = {app.NAME: bench.source(app, [], "source") for app in (mnist, fashion_mnist)}  # default models
             convnet = bench.source(fashion_mnist, ["--model", "convnet"], "convnet")
-            out.append("Fashion-MNIST, all 55,000 training labels, test accuracy (seed 42, one run each):\n"
-                       f"  default cnn_bn ({fashion_mnist.MODELS['cnn_bn'].epochs} epochs) "
-                       f"{100 * sources['fashion_mnist']['test_accuracy']:.2f} %  "
-                       f"({sources['fashion_mnist']['seconds']:.0f} s)\n"
-                       f"  keras.io convnet (15 epochs, batch 128, Adam) {100 * convnet['test_accuracy']:.2f} %  "
-                       f"({convnet['seconds']:.0f} s)\n"
-                       f"  (MNIST default: {100 * sources['mnist']['test_accuracy']:.2f} %)")
             two_phase = args.image_recipe == "two-phase"
-            recipe = "freeze E/3, fine-tune 2E/3" if two_phase else "every layer E epochs from the loaded weights"
+            by_labels = {labels: {"labels": labels} for labels in plan}
             for target, source in ((fashion_mnist, "mnist"), (mnist, "fashion_mnist")):
-                rows = compare(bench, target, plan, seeds, sources[source]["model"], [], frozen_first=two_phase)
-                out.append(table(f"\n{target.NAME} from {source}'s default model ({recipe}) "
-                                 f"vs from scratch (E epochs), test accuracy, mean ± std over seeds {args.seeds}:", rows))
-                print(out[-1], flush=True)
+                for labels, scratch_runs, transfer_runs in compare(bench, target, plan, seeds, sources[source]["model"],
+                                                                   [], frozen_first=two_phase):
+                    by_labels[labels][target.NAME] = {"scratch": scratch_runs, "transfer": transfer_runs}
+            rows = {"labels": list(by_labels.values()), "recipe": args.image_recipe, "sources": [
+                {"model": f"`cnn_bn` (default, {fashion_mnist.MODELS['cnn_bn'].epochs} epochs)",
+                 "test_accuracy": sources["fashion_mnist"]["test_accuracy"],
+                 "seconds": sources["fashion_mnist"]["seconds"]},
+                {"model": "`convnet` (keras.io's simple MNIST convnet as that example trains it: 15 epochs, batch 128)",
+                 "test_accuracy": convnet["test_accuracy"], "seconds": convnet["seconds"]}]}
+            print("\n" + markdown({"benchmark": "transfer-images", "rows": rows}), flush=True)
+            harness.write_json(args.json, "transfer-images", command, rows)
         if args.part in ("all", "text"):
             lm = bench.source(charlm, [], "source")
-            out.append(f"\ncharacter LM on the tweets' training texts: test perplexity {lm['test_perplexity']:.3f} "
-                       f"({lm['seconds']:.0f} s)")
-            text_plan = {n: TEXT_PLAN[n] for n in map(int, args.text_labels.split(","))} if args.text_labels else TEXT_PLAN
-            two_phase = args.text_recipe == "two-phase"
-            rows = compare(bench, sentiment, text_plan, seeds, lm["model"], ["--model", "lstm"], frozen_first=two_phase)
-            recipe = "freeze E/3, fine-tune 2E/3" if two_phase else "every layer E epochs from the loaded weights"
-            out.append(table(f"sentiment --model lstm from the LM's embedding + LSTM ({recipe}) vs from scratch, "
-                             f"test accuracy, mean ± std over seeds {args.seeds}:", rows))
-            print(out[-1], flush=True)
-    print("\n" + "\n".join(out))
+            labels = [int(n) for n in args.text_labels.split(",")] if args.text_labels else list(TEXT_PLAN)
+            text_plan = {n: TEXT_PLAN[n] for n in labels}
+            rows = {"labels": [{"labels": labels, "scratch": s, "transfer": t} for labels, s, t in compare(
+                bench, sentiment, text_plan, seeds, lm["model"], ["--model", "lstm"],
+                frozen_first=args.text_recipe == "two-phase")], "recipe": args.text_recipe,
+                "lm_perplexity": lm["test_perplexity"]}
+            print("\n" + markdown({"benchmark": "transfer-text", "rows": rows}), flush=True)
+            harness.write_json(args.json, "transfer-text", command, rows)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -17,21 +17,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras_tuner
 
-import keras_tuner  # noqa: E402
-
-from training.config import parse_config  # noqa: E402
-from training.run import run  # noqa: E402
-from training.hparams import objective_direction  # noqa: E402
-from tuning.trials import AppHyperModel  # noqa: E402
+from benchmarks import harness
+from cli.parser import parse_config
+from observation.hparams import objective_direction
+from tuning.trials import AppHyperModel
 
 SETUPS = {
     # About 25 trials fit in the 20 minutes: 8 at random, then the Gaussian process.
@@ -46,10 +43,12 @@ SETUPS = {
 
 
 def search(app_name: str, scratch: Path, extra) -> Path:
+    """The real search, as a user runs it. Its final fit exports into the scratch folder, beside the final fits
+    below: --publish always, since a version scoring under another is a figure here, not one to hold back."""
     argv = [sys.executable, "-m", "tuning", app_name, *SETUPS[app_name]["search"], "--data-source", "mirror",
-            "--logdir", str(scratch / "runs"), "--export-dir", str(scratch / "export"), *extra]
+            "--logdir", str(scratch / "runs"), "--export-dir", str(scratch / "export"), "--publish", "always", *extra]
     print("$", " ".join(argv[1:]), flush=True)
-    subprocess.run(argv, check=True)
+    subprocess.run(argv, check=True, cwd=harness.ROOT)
     return next(p for p in (scratch / "runs" / "tuning" / app_name).iterdir() if (p / "search.json").exists())
 
 
@@ -68,21 +67,38 @@ def default_trial(app, base_argv, search_dir: Path, patience: int, folds: int) -
 
 
 def final_fits(app, argv, seeds, scratch: Path, metric: str) -> list[float]:
-    out = []
-    for seed in seeds:
-        config = parse_config(app, [*argv, "--seed", str(seed), "--include-validation", "--data-source", "mirror",
-                                    "--logdir", str(scratch / "final"), "--export-dir", str(scratch / "final-export"), "--fresh"])
-        out.append(run(app, config)[metric])
-    return out
+    """The configuration trained on train + validation for each seed (benchmarks/harness.py): its test metric."""
+    return [harness.run_app(app, [*argv, "--seed", str(seed), "--include-validation"], scratch / "final",
+                            quiet=False).results[metric] for seed in seeds]
 
 
-def main() -> None:
+def markdown(record: dict) -> str:
+    """The tables of a --json record (python -m benchmarks.results)."""
+    rows = record["rows"]
+    objective, best = rows["objective"], rows["best"]
+    lines = [f"{rows['trials']} trials; the best, trial {best['trial_id']}: {objective} {best[objective]:.4f} after "
+             f"{best['epochs']} epoch(s), hyperparameters `{json.dumps(best['hparams'])}`; the default through the "
+             f"same trial procedure: {objective} {rows['default_trial']:.4f}.", "",
+             "| final fit on train + validation, seeds "
+             f"{', '.join(map(str, rows['seeds']))} | mean {rows['metric']} | per seed |", "|---|---|---|"]
+    lines += [f"| {name} | {statistics.mean(values):.4f} | {', '.join(f'{v:.4f}' for v in values)} |"
+              for name, values in (("tuned", rows["tuned"]), ("default", rows["default"]))]
+    memory, chief = rows["trial_mb"], rows["chief_mb"]
+    if memory:
+        lines += ["", f"Memory: each trial's process ended at {min(memory):.0f}-{max(memory):.0f} MB; the search "
+                  f"process stayed at {min(chief, default=0):.0f}-{max(chief, default=0):.0f} MB."]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--app", choices=list(SETUPS), required=True)
     parser.add_argument("--seeds", default=None, help="seeds of the final fits (comma-separated)")
     parser.add_argument("--scratch", default=None, help="keep the search here (default: a temporary folder)")
+    parser.add_argument("--json", metavar="DIR", help="also write the rows as DIR/tuning-APP.json "
+                                                      "(python -m benchmarks.results)")
     parser.add_argument("extra", nargs="*", help="more flags for python -m tuning (after --)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     setup = SETUPS[args.app]
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else setup["seeds"]
     scratch = Path(args.scratch or tempfile.mkdtemp(prefix=f"tuning-bench-{args.app}-"))
@@ -90,34 +106,23 @@ def main() -> None:
 
     search_dir = search(args.app, scratch, args.extra)
     best = json.loads((search_dir / "best_hparams.json").read_text())
-    rows = [json.loads(line) for line in (search_dir / "trials.jsonl").read_text().splitlines()]
+    trials = [json.loads(line) for line in (search_dir / "trials.jsonl").read_text().splitlines()]
     settings = json.loads((search_dir / "search.json").read_text())["settings"]
     trial_epochs = setup["default_epochs"]
     default_value = default_trial(app, ["--data-source", "mirror", "--epochs", str(trial_epochs)], search_dir,
                                   settings["patience"], settings.get("folds", 1))
-
     best_file = str(search_dir / "best_hparams.json")
-    tuned = final_fits(app, ["--hparams", best_file, "--epochs", str(best["epochs"])], seeds, scratch, setup["metric"])
-    default = final_fits(app, ["--epochs", str(setup["default_epochs"])], seeds, scratch, setup["metric"])
-
-    memory = [r["resident_mb"] for r in rows]
-    print(f"\n## {args.app}: {len(rows)} trials in {search_dir}")
-    objective = settings["objective"]  # the search's own record of what it optimised
-    print(f"best trial {best['trial_id']}: {objective} {best[objective]:.4f} after {best['epochs']} epoch(s); "
-          f"hyperparameters {json.dumps(best['hparams'])}")
-    print(f"default through the same trial procedure ({trial_epochs} epochs at most): {objective} {default_value:.4f}")
-    print(f"\n| final fit on train + validation, seeds {','.join(map(str, seeds))} | mean {setup['metric']} | per seed |")
-    print("|---|---|---|")
-    for name, values in (("tuned", tuned), ("default", default)):
-        print(f"| {name} | {statistics.mean(values):.4f} | {', '.join(f'{v:.4f}' for v in values)} |")
-    chief = json.loads((search_dir / "budget.json").read_text()).get("chief_resident_mb", [])
-    print(f"\nresident memory of each trial's process after its trial (MB): {', '.join(f'{m:.0f}' for m in memory)}")
-    print(f"resident memory of the search process as each trial ended (MB): {', '.join(f'{m:.0f}' for m in chief)}")
-    half = len(memory) // 2
-    if half:
-        print(f"first half mean {statistics.mean(memory[:half]):.0f} MB, second half mean {statistics.mean(memory[half:]):.0f} MB, "
-              f"max {max(memory):.0f} MB")
+    rows = {"objective": settings["objective"], "best": best, "trials": len(trials), "default_trial": default_value,
+            "seeds": seeds, "metric": setup["metric"],
+            "tuned": final_fits(app, ["--hparams", best_file, "--epochs", str(best["epochs"])], seeds, scratch,
+                                setup["metric"]),
+            "default": final_fits(app, ["--epochs", str(setup["default_epochs"])], seeds, scratch, setup["metric"]),
+            "trial_mb": [r["resident_mb"] for r in trials],
+            "chief_mb": json.loads((search_dir / "budget.json").read_text()).get("chief_resident_mb", [])}
+    print(f"\n## {args.app}: {len(trials)} trials in {search_dir}\n\n{markdown({'rows': rows})}")
+    harness.write_json(args.json, f"tuning-{args.app}", harness.command("benchmarks.tuning", argv), rows)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

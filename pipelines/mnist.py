@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from pipelines import mirror, sources
 from pipelines.input import Splits
-from errors import UsageError
+from core.errors import UsageError
 
 TFDS_NAME = "mnist"
 TRAIN_SIZE = 55_000  # of the 60,000 training images; the rest validate

@@ -10,7 +10,7 @@ import os
 import socket
 import threading
 
-from errors import UsageError
+from core.errors import UsageError
 
 # TFDS downloads MNIST and friends from here (and the dataset catalog from GCS).
 TFDS_HOST = ("storage.googleapis.com", 443)
@@ -65,8 +65,8 @@ def choose_source(requested: str, tfds_name: str, data_dir: str) -> str:
     reachable = internet_reachable()
     if requested in ("online", "tfds") and not reachable:
         raise UsageError(
-            f"TFDS has no prepared '{tfds_name}' in {data_dir} and {TFDS_HOST[0]} is unreachable; "
-            "use --data-source mirror (offline mirror) or connect to the internet"
+            f"TFDS has no prepared '{tfds_name}' in {data_dir} and {TFDS_HOST[0]} is unreachable; use --data-source "
+            "mirror (offline mirror) or connect to the internet"
         )
     return "tfds" if reachable else "mirror"
 
@@ -79,7 +79,8 @@ def tfds_load(name: str, splits: list[str], data_dir: str):
         return tfds.load(name, split=splits, as_supervised=True, data_dir=data_dir,
                          download=True, shuffle_files=False)
     except (ConnectionError, OSError) as err:
-        raise UsageError(f"TFDS could not get '{name}' ({str(err).splitlines()[0][:200]}); use --data-source mirror") from None
+        raise UsageError(f"TFDS could not get '{name}' ({str(err).splitlines()[0][:200]}); "
+                         "use --data-source mirror") from None
 
 
 def tfds_load_plain(name: str, splits: list[str], data_dir: str):
@@ -89,4 +90,5 @@ def tfds_load_plain(name: str, splits: list[str], data_dir: str):
     try:
         return tfds.load(name, split=splits, data_dir=data_dir, download=True, shuffle_files=False)
     except (ConnectionError, OSError) as err:
-        raise UsageError(f"TFDS could not get '{name}' ({str(err).splitlines()[0][:200]}); use --data-source mirror") from None
+        raise UsageError(f"TFDS could not get '{name}' ({str(err).splitlines()[0][:200]}); "
+                         "use --data-source mirror") from None

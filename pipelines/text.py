@@ -84,8 +84,8 @@ class CharacterNgramsWithinWords:
     ngrams=...), which also count the spans across word gaps, it gave logistic
     regression about 0.2 points of accuracy on the tweets with the same
     vocabulary size: inside the test set's noise, but the same way each time
-    (README, Sentiment). phone_recipe() is the same rule for a phone
-    (training/phone_inputs.py: tokens).
+    (docs/results.md, sentiment). phone_recipe() is the same rule for a phone
+    (deployment/phone_inputs.py: tokens).
     """
 
     def __init__(self, widths=(1, 2, 3, 4, 5, 6)):

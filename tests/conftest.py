@@ -61,7 +61,7 @@ def mnist_arrays(data_dir):
 def train_seed_model(mnist_arrays, name: str):
     """(model, config): an MNIST model (apps/images.py) after one epoch on 8,000 real MNIST images."""
     from apps import images, mnist
-    from training.config import parse_config
+    from cli.parser import parse_config
 
     config = parse_config(mnist, ["--model", name])
     model, kwargs = images.MODELS[name].build(config, None, 125)
@@ -98,7 +98,8 @@ def start_cluster(argv: list, workers: int = 2) -> list:
     ports = free_ports(workers)
     procs = []
     for index in range(workers):
-        tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": index}}
+        tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker",
+                                                                                        "index": index}}
         procs.append(subprocess.Popen(
             [sys.executable, *argv], cwd=ROOT, env={**os.environ, "TF_CONFIG": json.dumps(tf_config)},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
@@ -114,6 +115,23 @@ def cli(*args, env=None, timeout=600, check=True) -> subprocess.CompletedProcess
     if check and result.returncode != 0:
         raise AssertionError(f"{args} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
+
+
+def in_process(app: str, *argv: str) -> str:
+    """`python -m apps.<app> <argv>` in this process (cli/main.py: main), which saves a new process's start-up
+    where the process boundary is not what a test is about; its stdout. The export check still runs in a
+    fresh process of its own. Not for multi-replica runs: two MirroredStrategy trainings in one process collide."""
+    import contextlib
+    import importlib
+    import io
+
+    from cli.main import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(importlib.import_module(f"apps.{app}"), list(argv))
+    assert code == 0, f"apps.{app} {' '.join(argv)} exited {code}:\n{out.getvalue()[-3000:]}"
+    return out.getvalue()
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -178,7 +196,8 @@ class TensorBoard:
                 return self
             except OSError:
                 if self.process.poll() is not None or time.time() > deadline:
-                    raise AssertionError(f"tensorboard did not start: {self.process.communicate()[1][-2000:]}")
+                    output = self.process.communicate()[1][-2000:]
+                    raise AssertionError(f"tensorboard did not start: {output}") from None
                 time.sleep(0.5)
 
     def get(self, route: str, raw: bool = False):

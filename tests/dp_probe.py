@@ -4,7 +4,7 @@
 
 Run on two replicas in its own process: a second MirroredStrategy training a
 model of other shapes in one process can abort on the first one's collective
-keys (README, Notes on the platform), and the test process trains others.
+keys (docs/platform-notes.md), and the test process trains others.
 """
 import json
 import os

@@ -7,13 +7,13 @@ import tensorflow as tf
 from apps import charlm, regression, sentiment, regression_parts
 from conftest import error_lines
 from pipelines import autompg, tweets
-from errors import UsageError
-from training.run import main
+from core.errors import UsageError
+from cli.main import main
 
 UCI_LINES = (
-    '18.0   8   307.0      130.0      3504.      12.0   70  1\t"chevrolet chevelle malibu"\n'
-    '25.0   4   98.00      ?          2046.      19.0   71  1\t"ford pinto"\n'
-    '44.3   4   90.00      48.00      2085.      21.7   80  2\t"vw rabbit c (diesel)"\n'
+    '18.0   8   307.0      130.0      3504.      12.0   70  1\t"chevrolet chevelle malibu"\n25.0   4   98.00      ?    '
+    '      2046.      19.0   71  1\t"ford pinto"\n44.3   4   90.00  '
+    '    48.00      2085.      21.7   80  2\t"vw rabbit c (diesel)"\n'
 )
 
 
@@ -29,7 +29,8 @@ def test_mirror_gives_392_cars_and_the_tutorial_split(data_dir):
     assert where.startswith("mirror:mlxtend") and len(table["mpg"]) == 392
     train, validation, test = autompg.split_indices(392)
     # pandas' sample(frac=0.8, random_state=0) is this permutation's first 314 rows
-    assert sorted(np.concatenate([train, validation]).tolist()) == sorted(np.random.RandomState(0).permutation(392)[:314].tolist())
+    fitted = np.concatenate([train, validation]).tolist()
+    assert sorted(fitted) == sorted(np.random.RandomState(0).permutation(392)[:314].tolist())
     assert (len(train), len(validation), len(test)) == (251, 63, 78)
     assert not set(test) & set(train) | set(test) & set(validation)
 
@@ -39,7 +40,8 @@ def test_in_graph_maker_matches_python_on_every_car(data_dir):
     names = [str(n) for n in table["car_name"]]
     graph = [m.decode() for m in regression_parts.CarMaker()(tf.constant(names)).numpy()]
     assert graph == [regression_parts.car_maker(n) for n in names]
-    assert regression_parts.car_maker("chevy c20") == "chevrolet" and regression_parts.car_maker("vw pickup") == "volkswagen"
+    assert regression_parts.car_maker("chevy c20") == "chevrolet"
+    assert regression_parts.car_maker("vw pickup") == "volkswagen"
     diesel = regression_parts.Diesel()(tf.constant(["vw rabbit c (diesel)", "ford pinto"])).numpy()[:, 0]
     assert diesel.tolist() == [1.0, 0.0]
 
@@ -98,7 +100,8 @@ def test_bad_input_is_one_line(capsys, tmp_path, app, argv, words):
 
 @pytest.mark.parametrize("loader", ["sentiment", "lines"])
 def test_tfds_text_sources_give_the_mirror_element_spec(tmp_path, monkeypatch, loader):
-    """Online, apps.sentiment reads imdb_reviews, apps.charlm tiny_shakespeare (mock_data stands in for the download)."""
+    """Online, apps.sentiment reads imdb_reviews, apps.charlm tiny_shakespeare (mock_data stands in for the
+    download)."""
     import tensorflow_datasets as tfds
 
     from pipelines import sources
@@ -117,7 +120,7 @@ def test_tfds_text_sources_give_the_mirror_element_spec(tmp_path, monkeypatch, l
 def test_reported_mae_is_the_mae_of_every_test_car(data_dir):
     """Keras metrics reduce the last axis: on [batch]-shaped outputs "mae" becomes a mean
     of batch means, overweighting the 14-car last batch. The models output [batch, 1]."""
-    from training.config import parse_config
+    from cli.parser import parse_config
     from training.run import build_pipelines
 
     config = parse_config(regression, ["--model", "mlp", "--data-source", "mirror", "--batch-size", "32"])

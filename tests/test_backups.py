@@ -10,8 +10,8 @@ import tensorflow as tf
 
 from pipelines.input import TrainingBatches
 from training.backups import KEEP, BackupFolder, Damaged, Restore, restore_point
-from training.config import differences
-from errors import UsageError
+from core.config import differences
+from core.errors import UsageError
 from training.resume import Position, RunCallbacks, train
 
 RECORD = {"model": "m", "epochs": 3}
@@ -76,8 +76,8 @@ def test_another_configuration_or_other_data_is_refused(tmp_path):
 def test_differences_name_flags_as_typed():
     old = {"epochs": 3, "learning_rate": None, "options": {"task": "sentiment"}, "hparams": {"units": 64}}
     new = {"epochs": 3, "learning_rate": 0.01, "options": {"task": "lm"}, "hparams": {"units": 32}}
-    assert differences(old, new) == ("hyperparameter units 32 (was 64), --learning-rate 0.01 (was the model's default), "
-                                     "--task lm (was sentiment)")
+    assert differences(old, new) == ("hyperparameter units 32 (was 64), --learning-rate 0.01 (was the model's "
+                                     "default), --task lm (was sentiment)")
 
 
 def _model(units=4):
@@ -102,7 +102,8 @@ def test_a_backup_of_another_model_is_refused_with_what_differs(tmp_path):
     state = {"epoch": 0, "step": 2, "global_step": 2, "variables": describe_variables(variables),
              "parts": {"model": len(small.variables), "optimizer": len(small.optimizer.variables), "metrics": 4}}
     restore = Restore(tmp_path, state, {f"{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(variables)})
-    with pytest.raises(UsageError, match=r"does not fit this model: it has sequential\w*/hidden/kernel \(3, 4\), this model sequential\w*/hidden/kernel \(3, 8\)"):
+    with pytest.raises(UsageError, match=r"does not fit this model: it has sequential\w*/hidden/kernel \(3, 4\), this "
+                                         r"model sequential\w*/hidden/kernel \(3, 8\)"):
         restore.check(large.variables)
     restore.check(small.variables)  # the same model: every value goes back, the dropout seed state included
     i, seed = next((i, v) for i, v in enumerate(variables) if "seed" in v.path)
@@ -162,7 +163,8 @@ def test_a_signal_in_an_epochs_last_step_is_taken_at_its_end_after_validation(tm
     model, seen = _model(), SignalInLastStep()
     batches = TrainingBatches(_data(), global_batch=8, seed=1)
     folder = BackupFolder(tmp_path / "backup")
-    backups = Backups(folder, every=2, steps_per_epoch=5, record=RECORD, source="here", strategy=DEFAULT, stops=requests)
+    backups = Backups(folder, every=2, steps_per_epoch=5, record=RECORD, source="here", strategy=DEFAULT,
+                      stops=requests)
     callbacks = RunCallbacks([seen, backups], model=model, epochs=3, steps=5, verbose=0)
     with requests.installed("rerun it"), pytest.raises(Stopped) as stop:
         train(model, batches, _data().batch(8), epochs=3, start=Position(0, 0, 0), callbacks=callbacks)

@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from training import callbacks as cb
+from observation import callbacks as cb
 
 
 def _reload(folder):
@@ -27,7 +27,7 @@ def test_op_graph_for_a_model_with_named_dict_inputs(tmp_path):
 def test_pictures_write_figures_as_images_and_markdown_as_text(tmp_path):
     """Pictures: what an app draws each epoch and at the end lands as images and text; the
     confusion matrix counts true rows against predicted columns."""
-    from training import figures
+    from observation import figures
 
     matrix = cb.confusion_matrix(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), 3)
     assert matrix.tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 1]]
@@ -67,7 +67,7 @@ def test_every_n_steps_fires_even_when_keras_skips_steps():
 
 def test_hparams_columns_that_differ_between_an_apps_runs_come_first(tmp_path):
     """TensorBoard ticks the first five HParams columns, differing ones first: the ones runs differ in."""
-    from training.hparams import differing
+    from observation.hparams import differing
 
     for run, rate in (("a-1", 0.003), ("a-2", 0.001), ("b-1", 0.003)):
         (tmp_path / run).mkdir()

@@ -21,7 +21,8 @@ EPOCHS = 6
 
 
 def _start(tmp_path):
-    return start_cluster(["-m", "apps.mnist", "--smoke", "--model", "mlp", "--batch-size", "64", "--epochs", str(EPOCHS),
+    return start_cluster(["-m", "apps.mnist", "--smoke", "--model", "mlp", "--batch-size", "64", "--epochs",
+                          str(EPOCHS),
                           "--strategy", "multi_worker", "--run-id", "cluster", "--data-source", "mirror",
                           "--logdir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "sm"), *ONLY_TRAINING])
 
@@ -36,13 +37,14 @@ def _lose(workers, victim: int, how: int) -> str:
     errors = [line for line in error_lines(output) if line.startswith("error:")]
     assert len(errors) == 1, errors
     assert errors[0].startswith("error: lost contact with another worker of this multi-worker run (")
-    assert errors[0].endswith("start every worker again with the same command: they resume from their common last backup")
+    assert errors[0].endswith("start every worker again with the same command: "
+                              "they resume from their common last backup")
     workers[victim].kill()  # a frozen one too
     workers[victim].communicate()
     return output
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_a_cluster_stopped_killed_and_frozen_resumes_each_time_and_finishes(tmp_path):
     run = tmp_path / "runs" / "mnist" / "cluster"
 

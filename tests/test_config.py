@@ -2,8 +2,8 @@
 import pytest
 
 from apps import mnist
-from training.config import parse_config
-from errors import UsageError
+from cli.parser import parse_config
+from core.errors import UsageError
 
 
 def test_defaults_come_from_the_chosen_model():
@@ -43,7 +43,7 @@ def test_identity_follows_what_changes_the_model_not_where_outputs_go():
 
 
 def test_batch_norm_momentum_is_keras_default_only_for_smoke_length_runs():
-    """apps/images.py: batch_norm_momentum: 0.99 below 100 steps, 0.9 from there (issue 15)."""
+    """apps/images.py: batch_norm_momentum: 0.99 below 100 steps, 0.9 from there."""
     from apps.images import batch_norm_momentum
 
     assert batch_norm_momentum(16) == batch_norm_momentum(99) == 0.99

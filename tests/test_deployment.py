@@ -1,4 +1,4 @@
-"""LiteRT files and the publishing gate (training/deployment.py), on real MNIST models:
+"""LiteRT files and the publishing gate (deployment/gate.py), on real MNIST models:
 a worse version is held back outside TF Serving's base path, a better one is
 published, --publish always overrides, nothing published is ever touched, and
 a compressed file past the tolerance is not written."""
@@ -12,10 +12,10 @@ import pytest
 
 from apps import images, mnist
 from conftest import ROOT
-from errors import UsageError
+from core.errors import UsageError
 from test_export import _tree_digest
-from training import deployment, export, scores
-from training.config import parse_config
+from deployment import gate as deployment, export, scores
+from cli.parser import parse_config
 
 SERVING = mnist.serving(None, None)
 
@@ -71,7 +71,7 @@ def test_the_gate_holds_back_a_worse_version_and_publishes_a_better_one(models, 
     assert _tree_digest(first.path) == before
 
     # A held version can still be published, as the next number, by hand.
-    published = subprocess.run([sys.executable, "-m", "training.export", "publish", str(worse.held)],
+    published = subprocess.run([sys.executable, "-m", "cli.publish", str(worse.held)],
                                capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert published.returncode == 0 and published.stdout.strip().endswith(str(base / "4"))
     assert not worse.held.exists() and not (base / "4" / "NOT_PUBLISHED.txt").exists()
@@ -138,12 +138,12 @@ def test_the_gate_refuses_to_compare_with_a_version_of_other_inputs(models, test
 
 
 def test_held_back_runs_exit_3_and_say_why(monkeypatch, capsys):
-    from training import run
+    from cli import main
 
     def held():
-        raise run.HeldBack("not published: it loses 1.00 points of accuracy to version 1")
+        raise main.HeldBack("not published: it loses 1.00 points of accuracy to version 1")
 
-    assert run.guarded(held, "") == run.HELD_EXIT == 3
+    assert main.guarded(held, "") == main.HELD_EXIT == 3
     assert "not published" in capsys.readouterr().err
     assert scores.loss("mae", 2.0, 2.1) == pytest.approx(0.05) and not scores.within("mae", 2.0, 2.1)
     assert scores.within("accuracy", 0.99, 0.988) and not scores.within("accuracy", 0.99, 0.986)
@@ -154,8 +154,8 @@ def test_a_converter_crash_loses_only_that_file(tmp_path):
     rerun without that variant, and the other files are made and scored as usual."""
     import tensorflow as tf
 
-    from training.export import Serving
-    from training.litert import LiteRT
+    from deployment.export import Serving
+    from deployment.litert import LiteRT
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((12,), dtype="int64"), keras.layers.Embedding(20, 8, mask_zero=True),
@@ -174,7 +174,8 @@ def test_a_converter_crash_loses_only_that_file(tmp_path):
     config = parse_config(mnist, ["--model", "mlp"])
     exported = export.export_version(serving, model, config, tmp_path / "lstm", {"ids": ids[:4]}, test=test)
     evaluation = json.loads((exported.path / "evaluation.json").read_text())
-    assert evaluation["litert"]["int8"] == {"error": "the converter crashed", "kept": False}
+    assert evaluation["litert"]["int8"] == {"error": "the converter crashed (SIGSEGV) converting this model",
+                                            "kept": False}
     assert any("LiteRT int8: not written: the converter crashed" in line for line in exported.lines)
     assert [v for v, e in evaluation["litert"].items() if e["kept"]] == ["float32", "dynamic_range", "float16"]
 
@@ -188,10 +189,11 @@ def test_a_worse_run_from_the_command_line_is_held_back_with_exit_3(models, test
     assert _export(good, config, base, test_set, litert="none").path == base / "1"
     before = _tree_digest(base / "1")
     result = cli("apps.mnist", "--smoke", "--model", "mlp", "--train-examples", "64", "--data-source", "mirror",
-                 "--litert", "none", "--logdir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "sm"), check=False)
+                 "--litert", "none", "--logdir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "sm"),
+                 check=False)
     last = [line for line in result.stderr.splitlines() if line.strip()][-1]
     assert result.returncode == 3 and last.startswith("not published: it loses") and "to version 1 of mnist" in last
-    assert "Held back:" in result.stdout and "python -m training.export publish" in result.stdout
+    assert "Held back:" in result.stdout and "python -m cli.publish" in result.stdout
     finished = json.loads(next((tmp_path / "runs" / "mnist").glob("*/FINISHED.json")).read_text())
     assert finished["export"] == "" and finished["held"].startswith(str(tmp_path / "sm" / "held" / "mnist"))
     assert _versions(base) == ["1"] and _tree_digest(base / "1") == before

@@ -5,7 +5,7 @@ import pytest
 
 from apps import mnist
 from conftest import error_lines, ONLY_TRAINING
-from training.run import main
+from cli.main import main
 
 
 def _run(capsys, argv):
@@ -16,7 +16,8 @@ def _run(capsys, argv):
 
 @pytest.fixture
 def outputs(tmp_path):
-    return ["--logdir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "sm"), "--smoke", "--data-source", "mirror",
+    return ["--logdir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "sm"), "--smoke", "--data-source",
+            "mirror",
             *ONLY_TRAINING]
 
 
@@ -26,6 +27,7 @@ def outputs(tmp_path):
     (["--epochs", "0"], "--epochs: must be positive"),
     (["--batch-size", "0"], "--batch-size: must be positive"),
     (["--strategy", "mirrored", "--cpu-devices", "2", "--batch-size", "33"], "not divisible by the 2 replicas"),
+    (["--strategy", "mirrored", "--cpu-devices", "2", "--steps-per-execution", "4"], "keras issue 19246"),
     (["--strategy", "tpu"], "no TPU found"),
     (["--strategy", "gpu"], "sees no GPU"),
 ])
@@ -70,3 +72,17 @@ def test_unwritable_output_folder(capsys, outputs, tmp_path, flag):
     code, _, lines = _run(capsys, argv)
     assert code == 2 and len(lines) == 1 and f"{flag} " in lines[0] and "not writable" in lines[0]
     assert blocker.read_text() == "not a folder"
+
+
+def test_flags_judged_on_the_data_or_the_model_are_refused_before_the_run_says_or_writes_anything(tmp_path, capsys):
+    """A --dp-delta that is not below 1/N, and an --init-from that is not a model, need the data or a built model
+    to be judged; they are refused before the run prints its folder, and leave no run folder behind."""
+    (tmp_path / "notes.keras").write_text("not a model")
+    common = ["--smoke", "--data-source", "mirror", "--logdir", str(tmp_path / "runs"),
+              "--export-dir", str(tmp_path / "sm")]
+    for argv, says in ((["--dp", "--dp-delta", "0.5"], "is not below 1/N"),
+                       (["--init-from", str(tmp_path / "notes.keras")], "not a Keras model")):
+        assert main(mnist, [*common, *argv]) == 2
+        out, err = capsys.readouterr()
+        assert err.count("\n") == 1 and says in err, err
+        assert "run folder" not in out and not list((tmp_path / "runs").glob("mnist/*")), out

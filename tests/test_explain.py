@@ -1,4 +1,4 @@
-"""Explanations (training/explain.py, apps/image_pictures.py): they mean something, they add up,
+"""Explanations (observation/explain.py, apps/image_pictures.py): they mean something, they add up,
 and `--explain` answers a user's own input, or says in one line what was wrong with it."""
 import subprocess
 import sys
@@ -10,7 +10,7 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import ROOT, train_seed_model
-from training import explain
+from observation import explain
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,8 @@ def test_maps_of_the_trained_model_differ_from_maps_of_random_weights(trained_cn
     finer = []
     pixels = __import__("apps.image_pictures", fromlist=["pixel_model"]).pixel_model(trained_cnn)
     for image, c in zip(images.astype(np.float32) / 255.0, classes):
-        finer.append(explain.integrated_gradients(lambda x, c=c: pixels(x)[:, c], image, np.zeros_like(image), 64)[..., 0])
+        attributions = explain.integrated_gradients(lambda x, c=c: pixels(x)[:, c], image, np.zeros_like(image), 64)
+        finer.append(attributions[..., 0])
     assert explain.rank_correlation(trained[integrated], np.stack(finer)) > 0.9
 
 
@@ -64,7 +65,8 @@ def test_integrated_gradients_add_up_to_the_change_of_the_output(trained_cnn, mn
     embedded = np.asarray(model.layers[1](ids[None]))[0]
     zero = model.layers[2](tf.zeros((1, 5, 4)), mask=tf.constant([[True] * 3 + [False] * 2]))
     expected = float(model(ids[None])[0, 1] - model.layers[3](zero)[0, 1])
-    assert np.all(scores[3:] == 0) and abs(scores.sum() - expected) < 0.01 * max(abs(expected), 0.01), (scores, expected)
+    assert np.all(scores[3:] == 0) and abs(scores.sum() - expected) < 0.01 * max(abs(expected), 0.01), (scores,
+                                                                                                        expected)
     assert embedded.shape == (5, 4)
 
 
@@ -74,7 +76,8 @@ def test_occlusion_and_permutation_importance_find_what_matters():
         return np.stack([1 - p, p], axis=1)
 
     tokens, scores = explain.word_occlusion(predict, "a good day", 1)
-    assert tokens == ["a ", "good ", "day"] and scores[1] == pytest.approx(np.log(0.9 / 0.2)) and scores[0] == scores[2] == 0
+    assert tokens == ["a ", "good ",
+                      "day"] and scores[1] == pytest.approx(np.log(0.9 / 0.2)) and scores[0] == scores[2] == 0
 
     rng = np.random.default_rng(0)
     features = {"weight": rng.normal(size=200), "colour": rng.normal(size=200)}
@@ -103,7 +106,7 @@ def test_explain_a_users_picture_and_refuse_bad_ones(tmp_path, trained_cnn, mnis
 
     # The rest in this process (the same command-line entry point): a NumPy picture, then bad input.
     from apps import mnist
-    from training.run import main
+    from cli.main import main
 
     np.save(tmp_path / "two.npy", mnist_arrays["x_test"][1, ..., 0].astype(np.float32) / 255)  # 0..1 floats
     assert main(mnist, ["--explain", str(tmp_path / "two.npy"), "--explain-model", str(version),
@@ -128,7 +131,8 @@ def test_grad_cam_reads_the_last_convolution_before_it_is_pooled():
     the ReLU when batch norm and ReLU come before the pooling, the convolution itself when the
     block pools first (cnn_bn's default, apps/images.py: _conv_bn); the MLP has none."""
     from apps import images, mnist
-    from training.config import apply_hparams, parse_config
+    from core.config import apply_hparams
+    from cli.parser import parse_config
 
     def layer_of(model_name, **hparams):
         config = apply_hparams(parse_config(mnist, ["--model", model_name]), hparams)

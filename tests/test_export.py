@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from apps import mnist
 from conftest import ROOT
-from training import export
+from deployment import export
 
 SERVING = mnist.serving(None, None)
 
@@ -30,7 +30,8 @@ loaded = tf.saved_model.load(sys.argv[1])
 fn = loaded.signatures["serving_default"]
 images = np.load(sys.argv[2])
 out = fn(images=tf.constant(images))
-print(json.dumps({"inputs": {k: [str(v.dtype.name), v.shape.as_list()] for k, v in fn.structured_input_signature[1].items()},
+specs = fn.structured_input_signature[1]
+print(json.dumps({"inputs": {k: [str(v.dtype.name), v.shape.as_list()] for k, v in specs.items()},
                   "probabilities": out["probabilities"].numpy().tolist(), "class": out["class"].numpy().tolist()}))
 """
 
@@ -69,7 +70,8 @@ def test_versions_count_up_and_earlier_ones_are_untouched(trained_mlp, mnist_arr
 
 
 @pytest.mark.parametrize("failure", ["write", "verify"])
-def test_a_failed_export_publishes_nothing_and_leaves_no_debris(trained_mlp, mnist_arrays, tmp_path, monkeypatch, failure):
+def test_a_failed_export_publishes_nothing_and_leaves_no_debris(trained_mlp, mnist_arrays, tmp_path, monkeypatch,
+                                                                failure):
     model, config = trained_mlp
     inputs = mnist.serving_inputs(mnist_arrays["x_test"][:4])
     base = tmp_path / "mnist"
@@ -103,7 +105,8 @@ def test_verification_catches_a_model_that_disagrees(trained_mlp, mnist_arrays, 
     (path / "sample_request.json").write_text(json.dumps(export.sample_request(inputs)))
     serve, _ = export.serving_endpoint(SERVING, model)
     expected = {k: np.asarray(v) for k, v in serve(tf.constant(inputs["images"])).items()}
-    plan = {"metric": [], "variants": [], "keep": [], "core": None, "previous": None}
+    plan = {"metric": [], "variants": [], "keep": [], "core": None, "previous": None, "precision": "float32",
+            "float32": None}
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / "check.json").write_text(json.dumps(plan))
     export.check_in_fresh_process(path, tmp_path / "w", inputs, expected, plan, None)  # agrees: no error

@@ -21,7 +21,7 @@ def _cluster(mode):
     return results
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_unpatched_keras_fails_and_patched_keras_trains_identically_on_two_workers():
     unpatched = _cluster("unpatched")
     assert all(r.startswith("FAILED") for r in unpatched), unpatched  # keras issue 20585 still there

@@ -8,7 +8,7 @@ import tensorflow_datasets as tfds
 from pipelines import mirror, sources
 from pipelines import mnist as mnist_data
 from pipelines.input import TrainingBatches, evaluation_batches, random_shift
-from errors import UsageError
+from core.errors import UsageError
 
 
 def test_mirror_gives_real_mnist_in_tfds_form(data_dir, mnist_arrays):
@@ -150,7 +150,7 @@ def test_character_ngrams_within_words_are_the_same_in_tensorflow_and_in_the_pho
     from keras import layers
 
     from pipelines.text import CharacterNgramsWithinWords
-    from training import phone_inputs
+    from deployment import phone_inputs
 
     texts = ["Sooo HAPPY!!! #blessed", "  two\tspaces \n and  a newline ", "a", "", "café ☕ naïve 😀😀",
              "@user http://t.co/x b"]

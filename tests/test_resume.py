@@ -45,7 +45,7 @@ def check_positions(all_rows):
         assert row["epoch"] * STEPS + row["step"] + 1 == row["global_step"], row
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_killed_runs_resume_at_their_exact_step_and_end_bit_identical(tmp_path):
     """SIGKILL just after an epoch boundary, at a random step of each later epoch,
     and once more while testing and exporting after the last epoch: every rerun
@@ -63,7 +63,7 @@ def test_killed_runs_resume_at_their_exact_step_and_end_bit_identical(tmp_path):
     for what, condition in kills:
         seen = len(rows(run()))
         proc = start(args)
-        wait_until(lambda: condition(rows(run())[seen:]), proc, what)
+        wait_until(lambda condition=condition, seen=seen: condition(rows(run())[seen:]), proc, what)
         proc.kill()
         proc.communicate()
         new = rows(run())[seen:]
@@ -109,12 +109,12 @@ def _stop_with(tmp_path, signum, *extra) -> tuple[subprocess.Popen, str]:
     return proc, err
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("signum, extra", [
     (signal.SIGTERM, ()),
     (signal.SIGINT, ()),
     (signal.SIGTERM, ("--strategy", "mirrored", "--cpu-devices", "2")),
 ], ids=["sigterm", "ctrl-c", "sigterm-mirrored2"])
+@pytest.mark.long
 def test_a_signal_stops_at_a_step_with_a_backup_there_and_the_rerun_loses_nothing(tmp_path, signum, extra):
     """(Ctrl-C stops the way SIGTERM does; its rerun is SIGTERM's, so it is not repeated.)"""
     proc, err = _stop_with(tmp_path, signum, *extra)
@@ -123,8 +123,8 @@ def test_a_signal_stops_at_a_step_with_a_backup_there_and_the_rerun_loses_nothin
     trained = rows(run)
     last = trained[-1]["global_step"]
     name = signal.Signals(signum).name
-    assert (f"stopped: {name}, {where(last, STEPS)}; backup {run / 'backup' / f'step-{last:09d}'}; "
-            "rerun the same command to resume there") in err
+    assert (f"stopped: {name}, {where(last, STEPS)}; backup "
+            f"{run / 'backup' / f'step-{last:09d}'}; rerun the same command to resume there") in err
     assert max(backup_steps(run / "backup")) == last  # the backup is at the very step reached
     assert not (tmp_path / "sm" / "mnist").exists()  # stopped, not finished: nothing exported
     if signum == signal.SIGINT:
@@ -139,7 +139,7 @@ def test_a_signal_stops_at_a_step_with_a_backup_there_and_the_rerun_loses_nothin
     assert (tmp_path / "sm" / "mnist" / "1" / "saved_model.pb").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_damaged_backups_are_reported_and_never_silently_replaced_by_a_fresh_start(tmp_path):
     proc, _ = _stop_with(tmp_path, signal.SIGTERM)
     assert proc.returncode == 143
@@ -176,7 +176,7 @@ def test_damaged_backups_are_reported_and_never_silently_replaced_by_a_fresh_sta
 
 def test_a_run_id_resumed_with_other_model_flags_is_refused_and_left_alone(tmp_path):
     from apps import mnist
-    from training.config import parse_config
+    from cli.parser import parse_config
 
     folder = tmp_path / "runs" / "mnist" / "mine"
     folder.mkdir(parents=True)
@@ -188,22 +188,23 @@ def test_a_run_id_resumed_with_other_model_flags_is_refused_and_left_alone(tmp_p
                  str(tmp_path / "runs"), "--export-dir", str(tmp_path / "sm"), "--data-source", "mirror", check=False)
     assert result.returncode == 2
     assert error_lines(result.stderr) == [
-        "error: --run-id mine was started with other settings (--epochs 4 (was 3), --learning-rate 0.01 (was "
-        "0.003)); rerun it with its own flags to resume it, or pick another --run-id"]
+        "error: --run-id mine was started with other settings (--epochs 4 (was 3), --learning-rate 0.01 (was 0.003)); "
+        "rerun it with its own flags to resume it, or pick another --run-id"]
     assert sorted(p.name for p in folder.iterdir()) == before
     # Where outputs go is not part of a run's identity: another --export-dir still resumes it.
-    same = parse_config(mnist, ["--run-id", "mine", "--epochs", "3", "--data-source", "mirror", "--logdir", str(tmp_path / "runs"),
+    same = parse_config(mnist, ["--run-id", "mine", "--epochs", "3", "--data-source", "mirror", "--logdir",
+                                str(tmp_path / "runs"),
                                 "--export-dir", str(tmp_path / "elsewhere")])
-    from training.outputs import resolve_run_dir
+    from training.run_folder import resolve_run_dir
 
     assert resolve_run_dir(same) == folder
 
 
 def test_run_folder_resolution_resumes_the_newest_unfinished_run_unless_fresh(tmp_path):
     from apps import mnist
-    from training.config import parse_config
-    from errors import UsageError
-    from training.outputs import FINISHED, mark_finished, resolve_run_dir
+    from cli.parser import parse_config
+    from core.errors import UsageError
+    from training.run_folder import AlreadyFinished, mark_finished, resolve_run_dir
 
     def resolve(*extra):
         return resolve_run_dir(parse_config(mnist, ["--logdir", str(tmp_path), *extra]))
@@ -216,14 +217,17 @@ def test_run_folder_resolution_resumes_the_newest_unfinished_run_unless_fresh(tm
     assert resolve("--epochs", "3").parent == first.parent and resolve("--epochs", "3") != first  # another config
     assert resolve("--deterministic") != first  # so is --deterministic
     assert resolve("--backup-every", "50", "--log-every", "7") == first  # how often it backs up or logs is not
-    mark_finished(first, {"test_accuracy": 0.9})
-    assert (first / FINISHED).exists() and resolve().name.endswith("-2")  # finished: a new run
+    mark_finished(first, {"test_accuracy": 0.9, "export": "saved_models/mnist/4"})
+    assert resolve() == first and resolve("--fresh").name.endswith("-2")  # finished: found (not retrained); --fresh
+    with pytest.raises(AlreadyFinished, match=r"already ran to the end .*test_accuracy 0.9000.*saved_models/mnist/4"):
+        raise AlreadyFinished(first)
     named = resolve("--run-id", "mine")
     assert named.name == "mine"
     named.mkdir()
-    mark_finished(named, {})
-    with pytest.raises(UsageError, match="already finished"):
-        resolve("--run-id", "mine")
+    mark_finished(named, {"held": "saved_models/held/mnist/x"})
+    assert resolve("--run-id", "mine") == named and "held back by the publishing gate" in str(AlreadyFinished(named))
+    with pytest.raises(UsageError, match="--fresh with --run-id mine: that folder exists"):
+        resolve("--run-id", "mine", "--fresh")
 
 
 def test_a_signal_outside_training_stops_at_once_and_a_second_one_inside_too():
@@ -231,7 +235,7 @@ def test_a_signal_outside_training_stops_at_once_and_a_second_one_inside_too():
     default first: a shell's background job (`.ci/run &`) starts this process with SIGINT ignored,
     and StopSignals rightly leaves an ignored signal alone."""
     from training.preemption import Stopped, requests
-    from training.run import guarded
+    from cli.main import guarded
 
     inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import cli, start_cluster, ONLY_TRAINING
-from errors import UsageError
+from core.errors import UsageError
 from training.precision import resolve_mixed_precision
 from training.strategy import read_tf_config, resolve_strategy
 
@@ -62,7 +62,7 @@ def test_mixed_precision_auto_is_off_on_cpu_and_explicit_choices_apply():
     assert keras.mixed_precision.global_policy().compute_dtype == "bfloat16"
     # The apps keep their last layer in float32, so outputs stay float32.
     from apps import images, mnist
-    from training.config import parse_config
+    from cli.parser import parse_config
 
     model, _ = images.build_mlp(parse_config(mnist, ["--model", "mlp"]), None, 10)
     assert model.layers[2].compute_dtype == "bfloat16"
@@ -73,14 +73,15 @@ def _steps(path):
     return [json.loads(line) for line in open(path)]
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_two_worker_cluster_matches_a_single_process_step_by_step(tmp_path):
     """Two real worker processes on 127.0.0.1 train the same steps on halves of
     each global batch; their per-step losses equal one process on the whole batch."""
     common = ["apps.mnist", "--smoke", "--model", "mlp", "--batch-size", "64", "--data-source", "mirror",
               "--logdir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "sm"), *ONLY_TRAINING]
     # The cluster draws its TensorBoard pictures (predict() in a callback is a collective op there).
-    workers = start_cluster(["-m", *common, "--strategy", "multi_worker", "--run-id", "cluster", "--pictures", "every_epoch"])
+    workers = start_cluster(["-m", *common, "--strategy", "multi_worker", "--run-id", "cluster", "--pictures",
+                             "every_epoch"])
     # The reference is one process with one replica under MirroredStrategy, not the
     # default strategy: under any strategy Keras 3 builds the model from a batch of
     # a throwaway iterator, so fit's first epoch sees the pipeline's second shuffle.

@@ -1,5 +1,5 @@
 """What a person sees in the terminal: the suite's own lines, not TensorFlow's start-up chatter
-(training/terminal.py), and --help that reads like documentation (training/config.py, tuning/search.py)."""
+(cli/terminal.py), and --help that reads like documentation (cli/parser.py, tuning/search.py)."""
 import re
 import signal
 import subprocess
@@ -11,16 +11,20 @@ from conftest import ROOT, cli
 # machine without a GPU, a real warning and a real error, and crashes (a segfault) before it can flush.
 NOISY = r"""
 import os, signal, sys
-from training import terminal
+from cli import terminal
 terminal.quiet_native_logs(sys.argv[1:])
 lines = [
     "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
     "I0000 00:00:1796119953.086294   17869 port.cc:153] oneDNN custom operations are on.",
     "I0000 00:00:1796120688.798553   30025 cpu_feature_guard.cc:227] This TensorFlow binary is optimized",
-    "To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow with the appropriate compiler flags.",
-    "E0000 00:00:1796120772.731229   30648 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)",
-    "E0000 00:00:1796120772.894435   30648 util.cc:131] oneDNN supports DT_BOOL only on platforms with AVX-512. Falling back.",
-    "E0000 00:00:1796359451.215296    2533 util.cc:131] oneDNN supports DT_HALF only on platforms with AVX-512. Falling back to the default Eigen-based implementation if present.",
+    "To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow with the appropriate "
+    "compiler flags.",
+    "E0000 00:00:1796120772.731229   30648 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: "
+    "Failed call to cuInit: UNKNOWN ERROR (303)",
+    "E0000 00:00:1796120772.894435   30648 util.cc:131] oneDNN supports DT_BOOL only on platforms with AVX-512. "
+    "Falling back.",
+    "E0000 00:00:1796359451.215296    2533 util.cc:131] oneDNN supports DT_HALF only on platforms with AVX-512. "
+    "Falling back to the default Eigen-based implementation if present.",
     "WARNING:absl:Variant folder /root/tensorflow_datasets/mnist/3.0.1 has no dataset_info.json",
     "W0000 00:00:1796120772.894435   30648 some_op.cc:99] a real native warning",
     "E0000 00:00:1796120772.894435   30648 some_op.cc:12] a real native error",
@@ -80,4 +84,5 @@ def test_tuning_answers_help(capsys):
         parse(["--help"])  # no app: before this, "error: the following arguments are required: app"
     assert exit_.value.code == 0 and capsys.readouterr().out.startswith("usage: python -m tuning APP")
     with_app = " ".join(cli("tuning", "regression", "-h").stdout.split())
-    assert "--tuner" in with_app and "flags of python -m apps.regression" in with_app and "--learning-rate RATE" in with_app
+    assert "--tuner" in with_app and "flags of python -m apps.regression" in with_app
+    assert "--learning-rate RATE" in with_app

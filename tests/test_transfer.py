@@ -14,9 +14,9 @@ import tensorflow as tf
 
 from apps import characters, charlm, fashion_mnist, mnist, sentiment
 from conftest import ROOT, backup_steps, cli, error_lines, rows, wait_until, ONLY_TRAINING
-from errors import UsageError
+from core.errors import UsageError
 from pipelines.input import Splits, labelled_subset
-from training.config import parse_config
+from cli.parser import parse_config
 from training.transfer import Transfer
 
 
@@ -35,7 +35,7 @@ def _load(app, argv, init_from):
     config = parse_config(app, [*argv, "--init-from", str(init_from)])
     model, _ = app.MODELS[config.model].build(config, None, 10)
     transfer = Transfer(config)
-    return transfer.load(model), model, transfer
+    return "\n".join(transfer.load(model)), model, transfer
 
 
 def test_another_apps_model_gives_every_layer_but_the_output(tmp_path):
@@ -66,7 +66,8 @@ def test_a_partly_matching_model_loads_what_fits_and_names_the_misfits(tmp_path)
 
 
 @pytest.mark.parametrize("make, words", [
-    (lambda p: keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="other")]).save(p / "m.keras") or p / "m.keras",
+    (lambda p: keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="other")]).save(p / "m.keras")
+     or p / "m.keras",
      "no layer of its model matches"),
     (lambda p: (p / "m.keras").write_text("not a zip") and p / "m.keras", "not a Keras model"),
     (lambda p: p / "missing.keras", "no such file or folder"),
@@ -95,7 +96,8 @@ def test_a_character_model_takes_the_vocabulary_of_the_model_it_starts_from(tmp_
     own = characters.vectorizer(base, texts, 8)
     folder = tmp_path / "lm"
     folder.mkdir()
-    keras.Sequential([keras.Input((None,)), keras.layers.Embedding(50, 4, name="embedding")]).save(folder / "model.keras")
+    keras.Sequential([keras.Input((None,)), keras.layers.Embedding(50, 4,
+                                                                   name="embedding")]).save(folder / "model.keras")
     inherited = list(reversed(own.get_vocabulary()[2:]))  # another order of the same characters
     (folder / characters.VOCABULARY_FILE).write_text(json.dumps(["", "[UNK]", *inherited]))
     config = parse_config(sentiment, ["--model", "lstm", "--init-from", str(folder)])
@@ -114,7 +116,7 @@ def test_the_char_lm_encoder_starts_the_sentiment_lstm(tmp_path):
     config = parse_config(sentiment, ["--model", "lstm", "--init-from", str(tmp_path / "lm")])
     classifier, _ = sentiment.build_lstm(config, splits, 10)
     transfer = Transfer(config)
-    report = transfer.load(classifier)
+    report = "\n".join(transfer.load(classifier))
     assert "loaded 2 layer(s): embedding, lstm" in report and "new 1: probabilities" in report, report
     np.testing.assert_array_equal(classifier.get_layer("lstm").get_weights()[0], lm.get_layer("lstm").get_weights()[0])
 
@@ -150,7 +152,6 @@ def mnist_export(tmp_path_factory, data_dir):
 
 
 @needs_fashion
-@pytest.mark.slow
 def test_freeze_keeps_every_loaded_weight_and_the_export_serves(tmp_path, mnist_export):
     result = cli("apps.fashion_mnist", *SMOKE, "--init-from", str(mnist_export), "--freeze", "--train-examples", "600",
                  "--logdir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "sm"))
@@ -173,7 +174,7 @@ def test_freeze_keeps_every_loaded_weight_and_the_export_serves(tmp_path, mnist_
 
 
 @needs_fashion
-@pytest.mark.slow
+@pytest.mark.long
 def test_fine_tuning_thaws_all_but_batch_norm_and_resumes_across_the_phase_change(tmp_path, mnist_export):
     """Phase 1 frozen (1 epoch), phase 2 everything but batch norm at a tenth of the rate (3 epochs).
     Killed in phase 2 and rerun, it ends bit-identical to the run that was never killed."""
@@ -196,12 +197,12 @@ def test_fine_tuning_thaws_all_but_batch_norm_and_resumes_across_the_phase_chang
     proc.communicate()
     resumed = cli(*argv, "--logdir", str(tmp_path / "killed"))
     assert "resuming in epoch 2" in resumed.stdout or "resuming in epoch 3" in resumed.stdout, resumed.stdout
-    digest = lambda out: [l for l in out.splitlines() if l.startswith("Weights:")]  # noqa: E731
+    digest = lambda out: [line for line in out.splitlines() if line.startswith("Weights:")]  # noqa: E731
     assert digest(resumed.stdout) == digest(whole.stdout)
 
 
 @needs_fashion
-@pytest.mark.slow
+@pytest.mark.long
 def test_both_phases_under_a_mirrored_strategy(tmp_path, mnist_export):
     """Loading into mirrored variables, and the second compile with its new optimizer, on 2 replicas."""
     result = cli("apps.fashion_mnist", *SMOKE, "--strategy", "mirrored", "--cpu-devices", "2", "--init-from",
@@ -278,12 +279,13 @@ def test_fashion_mnist_missing_says_how_to_install(tmp_path):
     result = cli("apps.fashion_mnist", "--smoke", "--data-source", "mirror", "--logdir", str(tmp_path / "runs"),
                  env={"TFSUITE_FASHION_MNIST_DIR": str(tmp_path / "nowhere")}, check=False)
     lines = error_lines(result.stderr)
-    assert result.returncode == 2 and len(lines) == 1 and "sudo apt-get install dataset-fashion-mnist" in lines[0], lines
-    assert not (tmp_path / "runs" / "fashion_mnist").exists() or not any((tmp_path / "runs" / "fashion_mnist").iterdir())
+    assert result.returncode == 2 and len(lines) == 1, lines
+    assert "sudo apt-get install dataset-fashion-mnist" in lines[0], lines
+    runs = tmp_path / "runs" / "fashion_mnist"
+    assert not runs.exists() or not any(runs.iterdir())
 
 
 @needs_fashion
-@pytest.mark.slow
 def test_a_search_starts_every_trial_from_the_model(tmp_path, mnist_export, capsys):
     from tuning.search import main
 

@@ -17,9 +17,10 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from apps import charlm, fashion_mnist, mnist, regression, sentiment
 from conftest import ROOT
-from training.command_line import build_parser
-from training.config import model_defaults, parse_config, space_defaults
-from errors import UsageError
+from cli.parser import build_parser
+from core.config import model_defaults, space_defaults
+from cli.parser import parse_config
+from core.errors import UsageError
 from tuning.parallel import free_port
 from tuning.trials import SMOOTHING, trailing_mean
 
@@ -122,6 +123,7 @@ def hparams_columns(search_dir: Path) -> tuple[list[str], list[str]]:
     return [], []
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("tuner", ["hyperband", "bayesian"])  # random's oracle: tests/test_tuning.py's others
 def test_search_killed_after_a_trial_resumes_without_repeating_it(tmp_path, tuner):
     search_dir = tmp_path / "runs" / "tuning" / "regression" / f"ensemble-{tuner}-1"
@@ -160,7 +162,8 @@ def test_search_killed_after_a_trial_resumes_without_repeating_it(tmp_path, tune
         for name, value in row["hparams"].items():
             assert values[name] == pytest.approx(value), name
         assert best_per_epoch == sorted(best_per_epoch, reverse=True)  # a running minimum
-        if tuner == "bayesian":  # cross-validated: the score is the folds' mean curve's trailing mean, not its best epoch
+        # cross-validated: the score is the folds' mean curve's trailing mean, not its best epoch
+        if tuner == "bayesian":
             curve = validation_curve(search_dir / row["trial"] / "execution0")
             smoothed = trailing_mean(curve, SMOOTHING)
             assert len(curve) == 2 and best_per_epoch == pytest.approx([min(smoothed[:e + 1]) for e in range(2)])
@@ -170,8 +173,10 @@ def test_search_killed_after_a_trial_resumes_without_repeating_it(tmp_path, tune
     if tuner == "hyperband":  # the best retrained on train + validation and exported as version 1
         assert (tmp_path / "sm" / "regression" / "1" / "saved_model.pb").exists(), out
         evaluation = json.loads((tmp_path / "sm" / "regression" / "1" / "evaluation.json").read_text())
-        assert evaluation["metric"] == ["mae", "mpg"] and evaluation["litert"]["float32"]["kept"]  # the apps' own checks
-        final = json.loads((tmp_path / "runs" / "regression" / f"tuned-{search_dir.name}" / "run_config.json").read_text())
+        # the apps' own checks
+        assert evaluation["metric"] == ["mae", "mpg"] and evaluation["litert"]["float32"]["kept"]
+        final_run = tmp_path / "runs" / "regression" / f"tuned-{search_dir.name}"
+        final = json.loads((final_run / "run_config.json").read_text())
         assert final["include_validation"] and final["epochs"] == best["epochs"]
         assert {k: final["hparams"][k] for k in final["hparams"]} == {k: best["hparams"][k] for k in final["hparams"]}
         assert (search_dir / "FINISHED.json").exists()
@@ -186,6 +191,7 @@ def test_search_killed_after_a_trial_resumes_without_repeating_it(tmp_path, tune
     assert metrics == ["best_val_mae", "epoch_loss", "epoch_mae"]
 
 
+@pytest.mark.long
 def test_chief_and_two_workers_share_one_search(tmp_path):
     out, _ = tuning(tmp_path, "--tuner", "random", "--max-trials", "4", "--workers", "2",
                     "--no-retrain").communicate(timeout=500)
@@ -198,6 +204,7 @@ def test_chief_and_two_workers_share_one_search(tmp_path):
     assert "4 trial(s): 4 completed" in out, out
 
 
+@pytest.mark.long
 def test_a_worker_started_by_hand_joins_the_search_as_from_another_machine(tmp_path):
     """tuning/parallel.py's recipe for a search across machines, on 127.0.0.1:
     the chief listens where KERASTUNER_ORACLE_IP and _PORT say (all interfaces
@@ -219,6 +226,7 @@ def test_a_worker_started_by_hand_joins_the_search_as_from_another_machine(tmp_p
     assert {r["tuner"] for r in rows} == {"worker0", "tuner-b"}, rows
     assert "4 trial(s): 4 completed" in out, out
 
+@pytest.mark.long
 def test_a_trial_whose_process_is_killed_fails_and_the_search_goes_on(tmp_path):
     """As when the kernel's out-of-memory killer ends a trial: the trial is
     recorded FAILED with the cause, a new worker takes the next trial."""
@@ -238,6 +246,7 @@ def test_a_trial_whose_process_is_killed_fails_and_the_search_goes_on(tmp_path):
     assert completed_trials(search_dir) == ["1"]
 
 
+@pytest.mark.long
 def test_workers_that_keep_dying_end_the_search_with_one_line_and_it_resumes(tmp_path):
     """A setup that kills every worker (here: this test, four times in a row) is
     not a bad trial: the chief stops restarting them, says so in one line,
@@ -264,6 +273,7 @@ def test_workers_that_keep_dying_end_the_search_with_one_line_and_it_resumes(tmp
     assert "1 trial(s): 1 completed" in out, out
 
 
+@pytest.mark.long
 def test_time_budget_ends_the_search_cleanly(tmp_path):
     out, _ = tuning(tmp_path, "--tuner", "random", "--max-trials", "10", "--time-budget", "0.01",
                     "--no-retrain").communicate(timeout=300)
@@ -381,7 +391,8 @@ def test_the_builder_takes_the_learning_rate_from_the_config():
     config = parse_config(regression, [])
     splits = regression.load_data(parse_config(regression, ["--smoke", "--data-source", "mirror"]))
     model, compile_kwargs = regression.MODELS[config.model].build(config, splits, 8)
-    assert float(compile_kwargs["optimizer"].learning_rate) == pytest.approx(space_defaults(regression.ensemble_space)["learning_rate"])
+    default_rate = space_defaults(regression.ensemble_space)["learning_rate"]
+    assert float(compile_kwargs["optimizer"].learning_rate) == pytest.approx(default_rate)
     assert len(model.get_layer("members").layers) == 1 + 10 * 3 + 1  # input, 10 x (2 dense + output), average
     two_homes = regression.MODELS["ensemble"]._replace(learning_rate=0.5)
     with pytest.raises(ValueError, match="exactly one home"):
@@ -404,6 +415,7 @@ def test_hparams_file_sets_the_model_and_bad_files_are_refused(tmp_path):
         parse_config(regression, ["--model", "mlp", "--hparams", str(good)])
 
 
+@pytest.mark.long
 def test_search_runs_its_trials_under_the_apps_strategy(tmp_path):
     """The strategy the app resolves is the tuner's: a 2-replica MirroredStrategy over two logical CPUs.
     In a fresh process, as users run it: in this test process, after other
@@ -418,7 +430,8 @@ def test_bad_input_found_by_a_worker_is_one_line_at_once(tmp_path, capsys):
     machine has no TPU: its usage error ends the search with one line, no retries."""
     from tuning.search import main
 
-    assert main([*SEARCH, "--strategy", "tpu", "--max-trials", "1", "--no-retrain", "--logdir", str(tmp_path / "runs")]) == 2
+    assert main([*SEARCH, "--strategy", "tpu", "--max-trials", "1", "--no-retrain", "--logdir",
+                 str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --strategy tpu: no TPU found") and "(worker0;" in err[0], err
     log = (tmp_path / "runs" / "tuning" / "regression" / "ensemble-hyperband-1" / "worker0.log").read_text()
@@ -431,7 +444,8 @@ def test_bad_input_found_by_a_worker_is_one_line_at_once(tmp_path, capsys):
     ("127.0.0.1:99999", "the port must be a number from 1 to 65535"),
     ("127.0.0.1:eighty", "the port must be a number from 1 to 65535"),
 ])
-def test_a_chief_that_cannot_listen_where_it_is_told_says_so_and_starts_no_worker(tmp_path, capsys, monkeypatch, address, words):
+def test_a_chief_that_cannot_listen_where_it_is_told_says_so_and_starts_no_worker(tmp_path, capsys, monkeypatch,
+                                                                                  address, words):
     import socket
 
     from tuning.search import main
@@ -452,6 +466,7 @@ def test_a_chief_that_cannot_listen_where_it_is_told_says_so_and_starts_no_worke
             signal.alarm(0)
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"error: KERASTUNER_ORACLE_IP={ip} KERASTUNER_ORACLE_PORT={port}: {words}"), err
+    assert len(err) == 1 and err[0].startswith(f"error: KERASTUNER_ORACLE_IP={ip} "
+                                               f"KERASTUNER_ORACLE_PORT={port}: {words}"), err
     assert processes_under(tmp_path) == []  # no worker waits for an oracle that never started
     assert not (tmp_path / "runs" / "tuning").exists()  # and no search folder was begun

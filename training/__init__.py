@@ -1,5 +1,2 @@
-"""Shared machinery every app runs on: config, strategy, the run function, TensorBoard, export."""
-from training import terminal
-
-if terminal.started_as_program():  # python -m training.export|rest: before TensorFlow loads (training/terminal.py)
-    terminal.quiet_native_logs()
+"""The training loop and its resilience: the one run function (run.py), resume, backups, preemption,
+strategies and precision, transfer learning and differential privacy."""

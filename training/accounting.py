@@ -4,7 +4,7 @@ Every step is a Poisson-sampled Gaussian mechanism (sampling rate q = expected
 batch / N, noise multiplier sigma); a run is `steps` of them, composed in
 dp-accounting's PLD accountant (privacy loss distributions, the default and
 the tighter) or its RDP accountant (Renyi DP, what TensorFlow Privacy
-reported). --dp-epsilon calibrates sigma to a target; the README's
+reported). --dp-epsilon calibrates sigma to a target; docs/privacy.md's
 "Differential privacy" says what epsilon covers.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 import math
 from typing import NamedTuple
 
-from errors import UsageError
+from core.errors import UsageError
 
 ACCOUNTANTS = ("pld", "rdp")
 
@@ -115,8 +115,8 @@ def plan(config, examples: int, steps_per_epoch: int) -> Plan:
     """The run's DP settings: the noise multiplier given, or calibrated to --dp-epsilon over every step."""
     delta = config.dp_delta or default_delta(examples)
     if delta >= 1.0 / examples:
-        raise UsageError(f"--dp-delta {delta:g} is not below 1/N = {1 / examples:.3g} for {examples} training examples: "
-                         "a mechanism that publishes one example whole would satisfy it; use a smaller delta")
+        raise UsageError(f"--dp-delta {delta:g} is not below 1/N = {1 / examples:.3g} for {examples} training "
+                         "examples: a mechanism that publishes one example whole would satisfy it; use a smaller delta")
     rate, steps = min(1.0, config.batch_size / examples), steps_per_epoch * config.epochs
     if config.dp_noise_multiplier:
         sigma, target = config.dp_noise_multiplier, None

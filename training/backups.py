@@ -33,9 +33,9 @@ import keras
 import numpy as np
 
 from pipelines.mirror import sha256_of
-from training.callbacks import crossed
-from training.config import differences
-from errors import UsageError
+from observation.callbacks import crossed
+from core.config import differences
+from core.errors import UsageError
 from training.preemption import StopPoint, Stopped, signal_name
 from training.resume import Position
 from training.strategy import from_every_worker
@@ -150,8 +150,9 @@ class Restore:
         saved = [self.state["variables"][i] for i in span]
         for (path, shape, dtype), v in zip(saved, variables):
             if list(v.shape) != shape or str(v.dtype) != dtype:
-                raise UsageError(f"backup {self.path} does not fit this model: it has {path} {tuple(shape)}, this model "
-                                 f"{v.path} {tuple(v.shape)} (written by another model or version of the code); {FRESH_HINT}")
+                raise UsageError(f"backup {self.path} does not fit this model: it has {path} {tuple(shape)}, this "
+                                 f"model {v.path} {tuple(v.shape)} (written by "
+                                 f"another model or version of the code); {FRESH_HINT}")
         if len(saved) != len(variables):
             raise UsageError(f"backup {self.path} has {len(saved)} variables where this model has {len(variables)} "
                              f"(written by another model or version of the code); {FRESH_HINT}")
@@ -190,7 +191,8 @@ def restore_point(folder: BackupFolder, record: dict, strategy, steps_per_epoch:
         except Damaged as err:
             aside = folder.set_aside(path)
             damaged.append(f"{path.name}: {err}")
-            print(f"backup {path} cannot be loaded ({err}); set aside as {aside.name}, trying the one before it", flush=True)
+            print(f"backup {path} cannot be loaded ({err}); set aside as {aside.name}, trying the one before it",
+                  flush=True)
             continue
         usable.append((state["global_step"], path))
     if not usable:  # damaged ones set aside by an earlier start count too: never a silent fresh start
@@ -200,26 +202,27 @@ def restore_point(folder: BackupFolder, record: dict, strategy, steps_per_epoch:
     if not damaged and max(newest) < 0:
         return None  # killed before its first backup: nothing to resume
     if damaged and not usable:
-        raise UsageError(f"no backup in {folder.root} can be used ({'; '.join(damaged)}); {FRESH_HINT}, "
-                         f"or remove {folder.root} to start this run over")
+        raise UsageError(f"no backup in {folder.root} can be used ({'; '.join(damaged)}); {FRESH_HINT}, or remove "
+                         f"{folder.root} to start this run over")
     if min(newest) < 0:
-        raise UsageError(f"the workers do not all hold a backup of this run (their newest global steps: {newest}); "
-                         f"{FRESH_HINT}")
+        raise UsageError("the workers do not all hold a backup of this run "
+                         f"(their newest global steps: {newest}); {FRESH_HINT}")
     agreed = min(newest)
     path = next((p for step, p in usable if step == agreed), None)
     if path is None:
-        raise UsageError(f"the workers' newest common backup is at global step {agreed}, which {folder.root} "
-                         f"does not hold; {FRESH_HINT}")
+        raise UsageError("the workers' newest common backup is at global step "
+                         f"{agreed}, which {folder.root} does not hold; {FRESH_HINT}")
     state, arrays = folder.read(path)
     if state.get("config") != record:
         raise UsageError(f"backup {path} was written by a run with other settings "
-                         f"({differences(state.get('config') or {}, record)}); rerun with the same flags, or {FRESH_HINT}")
+                         f"({differences(state.get('config') or {}, record)}); "
+                         f"rerun with the same flags, or {FRESH_HINT}")
     if state["steps_per_epoch"] != steps_per_epoch:
         raise UsageError(f"backup {path} was written when an epoch had {state['steps_per_epoch']} steps, now it has "
                          f"{steps_per_epoch}: the training data changed; {FRESH_HINT}")
     if state.get("source") != source:
-        print(f"note: backup {path.name} was written training on {state.get('source')}, this run reads {source}: "
-              "it resumes, but not on exactly the batches the first run would have had", flush=True)
+        print(f"note: backup {path.name} was written training on {state.get('source')}, this run reads {source}: it "
+              "resumes, but not on exactly the batches the first run would have had", flush=True)
     return Restore(path, state, arrays)
 
 
@@ -270,7 +273,8 @@ class Backups(keras.callbacks.Callback):
         self.last_step = step
         signum = self.stop.at(step)
         if mid_epoch and (signum or due):
-            path = self._write(Position(self.epoch, done, step), signal_name(signum) if signum else f"every {self.every} steps")
+            path = self._write(Position(self.epoch, done, step), signal_name(signum) if signum
+                               else f"every {self.every} steps")
             signum = signum or self.stop.at(step)  # a signal that came during the write
             if signum:
                 self._stop(signum, Position(self.epoch, done, step), path)
@@ -298,5 +302,5 @@ class Backups(keras.callbacks.Callback):
 
     def _stop(self, signum: int, position: Position, path: Path):
         elsewhere = "" if self.stops.received == signum else " (sent to another worker)"
-        raise Stopped(signum, f"{signal_name(signum)}{elsewhere}, {position.describe(self.steps)}; "
-                              f"backup {path}; rerun the same command to resume there")
+        raise Stopped(signum, f"{signal_name(signum)}{elsewhere}, {position.describe(self.steps)}; backup {path}; "
+                              "rerun the same command to resume there")

@@ -48,8 +48,8 @@ def patch_multi_worker_fit() -> None:
 
     if keras.__version__ not in CHECKED_KERAS_VERSIONS:
         logging.warning(
-            "training.keras_compat was checked with Keras %s, this is %s: "
-            "if multi-worker fit misbehaves, check keras issue 20585",
+            "training.keras_compat was checked with Keras %s, this is "
+            "%s: if multi-worker fit misbehaves, check keras issue 20585",
             ", ".join(CHECKED_KERAS_VERSIONS), keras.__version__,
         )
 

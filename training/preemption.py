@@ -93,8 +93,8 @@ class StopSignals:
     def _handle(self, signum, frame):
         if self.graceful and not self.received:
             self.received = signum
-            print(f"\n{signal_name(signum)} received: stopping at the end of this step, once a backup is written "
-                  f"(send it again to stop at once)", file=sys.stderr, flush=True)
+            print(f"\n{signal_name(signum)} received: stopping at the end of this "
+                  "step, once a backup is written (send it again to stop at once)", file=sys.stderr, flush=True)
             return
         raise Stopped(signum, f"{signal_name(signum)}, at once; {self.resume_hint}")
 
@@ -121,11 +121,13 @@ class StopPoint:
         self.signals, self.spe = signals, steps_per_execution
         self.agreed, self.proposed = None, False  # agreed: (global step, signal), once proposed by any worker
         resolver = getattr(strategy, "cluster_resolver", None)
-        self.cluster = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and bool(resolver.cluster_spec().jobs)
+        self.cluster = isinstance(strategy,
+                                  tf.distribute.MultiWorkerMirroredStrategy) and bool(resolver.cluster_spec().jobs)
         if self.cluster:
             spec = resolver.cluster_spec()
             self.me = f"{resolver.task_type}{resolver.task_id}"
-            self.tasks = [f"{job}{i}" for job in ("chief", "worker") if job in spec.jobs for i in range(spec.num_tasks(job))]
+            self.tasks = [f"{job}{i}" for job in ("chief", "worker") if job in spec.jobs
+                          for i in range(spec.num_tasks(job))]
             threading.Thread(target=self._watch, daemon=True, name="tfsuite-stop-watch").start()
 
     def at(self, global_step: int) -> int:

@@ -19,10 +19,11 @@ step number, so it differs between steps, replicas' copies are never summed,
 and a resumed run does not repeat its noise.
 
 The accounting is training/accounting.py's. What epsilon covers and what it
-does not: README, "Differential privacy".
+does not: docs/privacy.md.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -30,7 +31,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from errors import UsageError
+from core.errors import UsageError
+from training import accounting
 from training.accounting import Plan
 
 
@@ -62,8 +64,8 @@ def check_model(model, model_name: str, app) -> None:
     mixing = example_mixing_layers(model)
     if mixing:
         ready = getattr(app, "DP_MODEL", None)
-        raise UsageError(f"--dp: model {model_name!r} has batch normalisation ({', '.join(mixing[:3])}), which mixes the "
-                         "examples of a batch, so no example's influence can be clipped; "
+        raise UsageError(f"--dp: model {model_name!r} has batch normalisation ({', '.join(mixing[:3])}), which mixes "
+                         "the examples of a batch, so no example's influence can be clipped; "
                          + (f"use --model {ready}, made for DP-SGD" if ready else "use a model without it"))
 
 
@@ -114,8 +116,8 @@ def private_train_step(model, plan: Plan):
                 return vectorized(x, y)
             except (TypeError, ValueError, NotImplementedError) as err:
                 how["vectorized"] = False
-                print(f"--dp: per-example gradients in a loop over the examples (slower): TensorFlow cannot "
-                      f"vectorise this model's gradient ({str(err).strip().splitlines()[-1][:120]})", flush=True)
+                print("--dp: per-example gradients in a loop over the examples (slower): TensorFlow cannot vectorise "
+                      f"this model's gradient ({str(err).strip().splitlines()[-1][:120]})", flush=True)
         signature = ([tf.TensorSpec(w.shape, w.dtype) for w in weights], tf.TensorSpec([], tf.float32),
                      tf.nest.map_structure(lambda o: tf.TensorSpec(o.shape[1:], o.dtype), model.outputs[0]))
         return tf.map_fn(one_example, (x, y), fn_output_signature=signature)
@@ -156,7 +158,8 @@ def private_train_step(model, plan: Plan):
         if model.losses:  # weight penalties (L2) depend on no example: their gradient needs no clipping or noise
             with tf.GradientTape() as tape:
                 penalty = tf.add_n(model.losses)
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync  # each replica adds it; the optimizer sums them
+            # each replica adds it; the optimizer sums them
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
             penalties = tape.gradient(penalty, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
             grads = [g + tf.cast(p, g.dtype) / replicas for g, p in zip(grads, penalties)]
         model.optimizer.apply_gradients(zip(grads, weights))  # sums the replicas' gradients
@@ -188,9 +191,71 @@ ALWAYS_NOT_COVERED = [
 
 
 def record(plan: Plan, steps: int, app) -> dict:
-    """privacy.json and run_config.json's "privacy": the guarantee after `steps` steps, planned and spent."""
+    """privacy.json: the guarantee after `steps` steps, planned and spent, and what it does not cover."""
     return {**plan.record(steps), "epsilon_planned": round(plan.epsilon(plan.steps_per_epoch * plan.epochs), 4),
             "not_covered": not_covered(app)}
+
+
+class Privacy:
+    """--dp as the run function sees it (training/run.py): one object, which does nothing without --dp.
+
+    for_run plans the noise (training/accounting.py); check refuses a model DP-SGD cannot train;
+    make_private installs the DP step; callbacks report the epsilon spent per epoch; files and
+    details carry the guarantee the trained weights have into the run folder and the export.
+    """
+
+    def __init__(self, app, plan: Plan | None, model_name: str = ""):
+        self.app, self.plan, self.model_name = app, plan, model_name
+
+    @classmethod
+    def for_run(cls, app, config, data) -> Privacy:
+        """data: training/run.py's Data (the batches give the data size and the steps the noise is planned for)."""
+        if not config.dp:
+            return cls(app, None)
+        return cls(app, accounting.plan(config, data.train.examples, data.train.steps_per_epoch), config.model)
+
+    def check(self, model) -> None:
+        """Refuses a model DP-SGD cannot train (batch norm that trains), before the run writes anything."""
+        if self.plan:
+            check_model(model, self.model_name, self.app)
+
+    def lines(self) -> list[str]:
+        """What the run prints about its privacy before training."""
+        if not self.plan:
+            return []
+        return [self.plan.describe(), *(f"  not covered by epsilon: {leak}" for leak in not_covered(self.app))]
+
+    def make_private(self, model) -> None:
+        if self.plan:
+            make_private(model, self.plan)
+
+    def callbacks(self, logdir: str) -> list:
+        return [Spent(logdir, self.plan)] if self.plan else []
+
+    def hparams(self) -> dict:
+        """What the HParams dashboard shows of the resolved plan: the calibrated noise, the epsilon of every step."""
+        if not self.plan:
+            return {}
+        return {"dp_noise_multiplier": self.plan.noise_multiplier,
+                "dp_epsilon": round(self.plan.epsilon(self.plan.steps_per_epoch * self.plan.epochs), 4)}
+
+    def files(self, model) -> dict:
+        """privacy.json, beside the trained model in the run folder and in the export."""
+        if not self.plan:
+            return {}
+        spent = record(self.plan, int(model.optimizer.iterations.numpy()), self.app)
+        return {"privacy.json": json.dumps(spent, indent=2)}
+
+    def details(self, model) -> dict:
+        """The closing report's numbers (TensorBoard and HParams too), and one line that says what they rest on."""
+        if not self.plan:
+            return {}
+        spent = record(self.plan, int(model.optimizer.iterations.numpy()), self.app)
+        other = "rdp" if spent["accountant"] == "pld" else "pld"
+        return {"epsilon": spent["epsilon"], "delta": spent["delta"], "privacy": (
+            f"DP-SGD, {spent['accountant'].upper()} accountant ({other.upper()}: epsilon "
+            f"{spent[f'epsilon_{other}']:.4g}), noise multiplier {spent['noise_multiplier']:.4g}, clip "
+            f"{spent['l2_clip']:g}, {spent['steps']} Poisson-sampled steps; what epsilon does not cover: privacy.json")}
 
 
 class Spent(keras.callbacks.Callback):
@@ -201,7 +266,7 @@ class Spent(keras.callbacks.Callback):
         self.logdir, self.plan = logdir, plan
 
     def on_epoch_end(self, epoch, logs=None):
-        from training.callbacks import write_scalars
+        from observation.callbacks import write_scalars
 
         spent = self.plan.epsilon(int(self.model.optimizer.iterations.numpy()))
         write_scalars(self.logdir, {"epoch_epsilon": spent}, step=epoch)

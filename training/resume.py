@@ -29,8 +29,8 @@ class Position(NamedTuple):
         """'at the end of epoch 1 (global step 64)' or 'in epoch 2 after step 26 of 64 (global step 90)'."""
         if self.step == 0:
             return f"at the end of epoch {self.epoch} (global step {self.global_step})"
-        return (f"in epoch {self.epoch + 1} after step {self.step} of {steps_per_epoch or '?'} "
-                f"(global step {self.global_step})")
+        return (f"in epoch {self.epoch + 1} after step {self.step} of "
+                f"{steps_per_epoch or '?'} (global step {self.global_step})")
 
 
 START = Position(0, 0, 0)

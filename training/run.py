@@ -1,43 +1,210 @@
-"""The one run function every app shares: strategy -> data -> model in scope -> fit -> evaluate -> export.
+"""The one run function every app shares: devices -> outputs -> data -> model in scope -> fit -> evaluate -> export.
 
 An app is a module with NAME, DEFAULT_MODEL, MODELS, load_data, augment,
 serving, serving_inputs, tensorboard_callbacks and details (see apps/mnist.py;
-apps/regression.py, apps/sentiment.py and apps/charlm.py also use the
-optional add_arguments and check_config hooks of training/config.py).
-Nothing here branches on which app it is running.
+apps/regression.py, apps/sentiment.py and apps/charlm.py also use the optional
+add_arguments and check_config hooks of cli/parser.py). Nothing here branches
+on which app it is running. Transfer learning (training/transfer.py: Transfer)
+and differential privacy (training/privacy.py: Privacy) each reach the loop
+through one object, which does nothing when its flags are not given. The
+command line (cli/main.py) prints the closing report from what run() returns.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from errors import UsageError
-from pipelines.input import PoissonBatches, TrainingBatches, evaluation_batches, labelled_subset
-from training import callbacks as cb
-from training import accounting, hparams, preemption, privacy, resume
+from core.config import ModelSpec, RunConfig
+from deployment.export import Exported, Serving, TestSet, export_version
+from deployment.litert import REPRESENTATIVE
+from core.errors import UsageError
+from observation import callbacks as cb
+from observation import hparams
+from pipelines.input import PoissonBatches, Splits, TrainingBatches, evaluation_batches, labelled_subset
+from training import preemption, resume
 from training.backups import BackupFolder, Backups, restore_point
-from training.config import RunConfig, parse_config
-from training.explain import explain_command
-from training.export import TestSet, export_version
-from training.litert import REPRESENTATIVE
-from training.transfer import Transfer
-from training.outputs import check_writable, mark_finished, report, resolve_run_dir, weights_digest
 from training.precision import cpu_note, resolve_mixed_precision
-from training.strategy import (describe, in_cluster, is_chief, lost_worker_message, LOST_WORKER_ERRORS,
-                               resolve_strategy, task_label, xla_status)
+from training.privacy import Privacy
+from training.run_folder import (FINISHED, AlreadyFinished, check_writable, mark_finished, resolve_run_dir,
+                                 weights_digest)
+from training.strategy import check_fits, describe, is_chief, resolve_strategy, task_label, xla_status
+from training.transfer import Transfer
 
 JIT = {"auto": "auto", "on": True, "off": False}
-RESUME_HINT = "rerun the same command to resume from the last backup"
+
+
+class Data(NamedTuple):
+    """The app's data for one run, batched by the shared pipelines."""
+
+    splits: Splits
+    spec: ModelSpec  # the model it trains
+    train: TrainingBatches | PoissonBatches
+    validation: tf.data.Dataset
+    test: tf.data.Dataset
+    steps_per_epoch: int | None  # None: unknown (an endless source)
+    serving: Serving  # what the export will serve
+
+
+class Finished(NamedTuple):
+    """What a run leaves (cli/report.py prints it)."""
+
+    results: dict  # test metrics and the app's numeric findings (test_macro_f1, epsilon, ...)
+    details: dict  # the app's findings, numbers and text (learned w and b, corpus counts, the DP guarantee)
+    run_dir: Path
+    serving: Serving  # what the export serves
+    exported: Exported  # the published version, or the one the gate held back; nothing on other workers
+    weights: str  # sha256 of the trained weights
+    chief: bool  # False on the other workers of a multi-worker run, which report nothing
+
+
+def run(app, config: RunConfig) -> Finished:
+    """Train, evaluate and export one model as `config` says."""
+    started = time.time()
+
+    # ---- Devices. First: --cpu-devices must act before TensorFlow starts its devices,
+    # and a strategy that cannot be built should fail before any download.
+    strategy = resolve_strategy(config.strategy, config.cpu_devices)
+    preemption.requests.reclaim()  # from TensorFlow's multi-worker runtime, which takes SIGTERM over
+    check_fits(strategy, config.batch_size, config.steps_per_execution)
+    policy = resolve_mixed_precision(config.mixed_precision, strategy)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()  # every op's result depends on its inputs alone
+    keras.utils.set_random_seed(config.seed)
+    chief = is_chief(strategy)
+
+    # ---- Outputs, checked before any work so a bad path costs a second, not a training run.
+    run_dir = resolve_run_dir(config)
+    if (run_dir / FINISHED).exists():  # the same command ran to the end before: say where, train nothing
+        raise AlreadyFinished(run_dir)
+    check_writable(Path(config.export_dir), "--export-dir")
+    # Every worker keeps its own backups (and non-chief workers throw their TensorBoard logs away, below).
+    backups = BackupFolder(run_dir / ("backup" if chief else f"backup-{task_label(strategy)}"))
+
+    # ---- Data, and --dp's plan (the data size and the steps decide the noise).
+    data = load(app, config, strategy)
+    dp, transfer = Privacy.for_run(app, config, data), Transfer(config)
+
+    # ---- Where to start: the newest backup (every worker's newest common one), read before any training.
+    restore = restore_point(backups, config.record(), strategy, data.steps_per_epoch, data.splits.source)
+    start = restore.position if restore else resume.START
+
+    # ---- Model: built and compiled inside the strategy's scope, so its variables are mirrored across
+    # replicas. --init-from loads a trained model's matching layers first; --freeze decides what trains
+    # in this epoch's phase (training/transfer.py); --dp checks the model and replaces its train step
+    # (training/privacy.py). A source that is not a model, or a model DP-SGD cannot train, is refused
+    # here: before the run says anything or writes its folder.
+    compile_options = dict(jit_compile=JIT[config.xla], steps_per_execution=config.steps_per_execution)
+    with strategy.scope():
+        model, compile_kwargs = data.spec.build(config, data.splits, data.steps_per_epoch)
+        loaded = transfer.load(model)
+        transfer.compile(model, compile_kwargs, start.epoch, **compile_options)
+        dp.check(model)
+        dp.make_private(model)
+
+    # ---- The run says what it is, and writes its folder.
+    say(f"{app.NAME}: model {config.model}, {config.epochs} epoch(s), global batch {config.batch_size} over "
+        f"{strategy.num_replicas_in_sync} replica(s) ({describe(strategy)}), precision {policy}"
+        + (", deterministic" if config.deterministic else ""), cpu_note(policy), f"run folder {run_dir}",
+        f"data from {data.splits.source}" + (" (training on train + validation)" if config.include_validation else ""),
+        *dp.lines(), *loaded, xla_status(model, config.xla))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if chief:
+        (run_dir / "run_config.json").write_text(config.to_json())
+    tb_dir = run_dir if chief else Path(tempfile.mkdtemp(prefix="tb-worker-"))
+    if restore:
+        say(f"resuming {start.describe(data.steps_per_epoch)} from its backup {restore.path}")
+        # a backup of another model is refused before any training (and loaded at its start)
+        restore.check(model.variables)
+
+    # ---- Train, epoch by epoch from the resume point (training/resume.py).
+    backup = Backups(backups, every=config.backup_every, steps_per_epoch=data.steps_per_epoch, record=config.record(),
+                     source=data.splits.source, strategy=strategy, stops=preemption.requests, restore=restore)
+    callbacks = resume.RunCallbacks(
+        run_callbacks(app, config, data, dp, strategy, tb_dir, run_dir, policy, chief) + [backup],  # backups last
+        model=model, epochs=transfer.epochs, steps=data.steps_per_epoch, verbose=cb.progress_verbosity())
+
+    def next_epoch(epoch):  # --fine-tune-epochs: the second phase starts with its own compile
+        if transfer.switch_phase(model, strategy, compile_kwargs, epoch, **compile_options):
+            say("fine-tuning: every loaded layer but batch norm unfrozen, learning rate "
+                f"{cb.current_learning_rate(model):.3g}")
+
+    training_started = time.time()
+    # A final fit on train + validation has no held-out validation left to report.
+    resume.train(model, data.train, None if config.include_validation else data.validation, epochs=transfer.epochs,
+                 start=start, callbacks=callbacks, next_epoch=next_epoch)
+    training_seconds = time.time() - training_started
+
+    # ---- Evaluate on the held-out test set.
+    results = {f"test_{k}": float(v) for k, v in model.evaluate(data.test, return_dict=True, verbose=0).items()}
+
+    # ---- Save and export. The backups are dropped only once the export is in place, so a kill during
+    # export resumes straight to exporting.
+    serving, exported = save_and_export(app, config, data, model, dp, run_dir, chief)
+    if not chief:
+        shutil.rmtree(tb_dir, ignore_errors=True)
+        shutil.rmtree(backups.root, ignore_errors=True)
+        return Finished(results, {}, run_dir, serving, exported, "", chief=False)
+
+    # ---- Record: the app's own findings, TensorBoard's test scalars and HParams metrics, FINISHED.json.
+    details = {**app.details(model, data.splits, config), **dp.details(model)}
+    numbers = {k: v for k, v in details.items() if isinstance(v, (int, float))}
+    step = int(model.optimizer.iterations.numpy())
+    tested = {**results, **{k: v for k, v in numbers.items() if not k.startswith("corpus_")}}
+    cb.write_scalars(str(run_dir / "test"), tested, step=step)
+    hparams.comparison_metrics(run_dir, hparams.hparams_columns(app), app.OBJECTIVE, step, list(tested))
+    cb.flush_writers()
+    weights = weights_digest(model)
+    mark_finished(run_dir, {**results, "wall_seconds": round(time.time() - started, 1),
+                            "training_seconds": round(training_seconds, 2), "backup_seconds": round(backup.seconds, 3),
+                            "backups_written": backup.written, "weights_sha256": weights, "details": details,
+                            "export": str(exported.path or ""), "held": str(exported.held or "")})
+    shutil.rmtree(backups.root, ignore_errors=True)
+    return Finished({**results, **numbers}, details, run_dir, serving, exported, weights, chief=True)
+
+
+def save_and_export(app, config: RunConfig, data: Data, model, dp: Privacy, run_dir: Path, chief: bool):
+    """(what is served, what export_version did): the model and its files in the run folder, then the next
+    version, checked in a fresh process and published or held back (deployment/export.py). Beside the model:
+    the files its serving needs (the LM's vocabulary: --init-from reads it) and the guarantee DP-SGD gave its
+    weights (privacy.json)."""
+    serving = data.serving._replace(files={**data.serving.files, **dp.files(model)})
+    if chief:
+        model.save(run_dir / "model.keras")
+        for name, text in serving.files.items():
+            (run_dir / name).write_text(text)
+    features, _ = next(iter(data.splits.test.batch(8)))
+    exported = export_version(serving, model, config, Path(config.export_dir) / serving.name,
+                              app.serving_inputs(features), chief=chief, keras_file=run_dir / "model.keras",
+                              test=test_set(app, serving, data.splits) if chief else None)
+    return serving, exported
+
+
+def say(*lines: str) -> None:
+    """Print the run's progress lines (empty ones are left out)."""
+    for line in lines:
+        if line:
+            print(line, flush=True)
+
+
+def load(app, config: RunConfig, strategy) -> Data:
+    """The app's unbatched splits (fewer training labels with --train-examples), batched; what it serves."""
+    splits = app.load_data(config)
+    if config.train_examples:  # learn from fewer labels (validation and test unchanged)
+        splits = splits._replace(train=labelled_subset(splits.train, config.train_examples, config.seed))
+    tpu = isinstance(strategy, tf.distribute.TPUStrategy)
+    train, validation, test = build_pipelines(app, config, splits, static_shapes=tpu)
+    if train.steps_per_epoch == 0:
+        raise UsageError(f"--batch-size {config.batch_size} is larger than the training set; use a smaller one")
+    return Data(splits, app.MODELS[config.model], train, validation, test,
+                train.steps_per_epoch if train.steps_per_epoch > 0 else None, app.serving(config, splits))
 
 
 def build_pipelines(app, config: RunConfig, splits, static_shapes: bool = False):
@@ -65,161 +232,27 @@ def build_pipelines(app, config: RunConfig, splits, static_shapes: bool = False)
     return train, validation, test
 
 
-def run(app, config: RunConfig) -> dict:
-    """Train, evaluate and export one model as `config` says; returns the test metrics."""
-    started = time.time()
+def run_callbacks(app, config: RunConfig, data: Data, dp: Privacy, strategy, tb_dir: Path, run_dir: Path, policy: str,
+                  chief: bool) -> list:
+    """Everything a training step reports to: the step log, TensorBoard (Keras' own and the suite's), the
+    HParams dashboard, the app's pictures, progress lines, --dp's spent epsilon.
 
-    # ---- Devices. First: --cpu-devices must act before TensorFlow starts its
-    # devices, and a strategy that cannot be built should fail before any download.
-    strategy = resolve_strategy(config.strategy, config.cpu_devices)
-    preemption.requests.reclaim()  # from TensorFlow's multi-worker runtime, which takes SIGTERM over
-    replicas = strategy.num_replicas_in_sync
-    if config.batch_size % replicas:
-        raise UsageError(f"--batch-size {config.batch_size} is not divisible by the {replicas} replicas; "
-                         f"use a multiple of {replicas}")
-    policy = resolve_mixed_precision(config.mixed_precision, strategy)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()  # every op's result depends on its inputs alone
-    keras.utils.set_random_seed(config.seed)
-    chief = is_chief(strategy)
-
-    # ---- Outputs, checked before any work so a bad path costs a second, not a training run.
-    run_dir = resolve_run_dir(config)
-    check_writable(Path(config.export_dir), "--export-dir")
-    # Every worker keeps its own backups; non-chief workers throw their TensorBoard logs away.
-    backups = BackupFolder(run_dir / ("backup" if chief else f"backup-{task_label(strategy)}"))
-    tb_dir = str(run_dir) if chief else tempfile.mkdtemp(prefix="tb-worker-")
-    print(f"{app.NAME}: model {config.model}, {config.epochs} epoch(s), global batch {config.batch_size} "
-          f"over {replicas} replica(s) ({describe(strategy)}), precision {policy}"
-          + (", deterministic" if config.deterministic else ""), flush=True)
-    if cpu_note(policy):
-        print(cpu_note(policy), flush=True)
-    print(f"run folder {run_dir}", flush=True)
-
-    # ---- Data: unbatched examples from the app, batched by the shared pipelines.
-    splits = app.load_data(config)
-    if config.train_examples:  # --train-examples: learn from fewer labels (validation and test unchanged)
-        splits = splits._replace(train=labelled_subset(splits.train, config.train_examples, config.seed))
-    spec = app.MODELS[config.model]
-    train, validation, test = build_pipelines(app, config, splits, static_shapes=isinstance(strategy, tf.distribute.TPUStrategy))
-    if train.steps_per_epoch == 0:
-        raise UsageError(f"--batch-size {config.batch_size} is larger than the training set; use a smaller one")
-    steps_per_epoch = train.steps_per_epoch if train.steps_per_epoch > 0 else None
-    serving = app.serving(config, splits)
-    print(f"data from {splits.source}" + (" (training on train + validation)" if config.include_validation else ""), flush=True)
-    dp = accounting.plan(config, train.examples, train.steps_per_epoch) if config.dp else None
-    if dp:  # a model DP-SGD cannot train is refused here, before the run folder exists
-        privacy.check_model(spec.build(config, splits, steps_per_epoch)[0], config.model, app)
-        config = dataclasses.replace(config, privacy=privacy.record(dp, 0, app))
-        print(dp.describe(), flush=True)
-        for leak in config.privacy["not_covered"]:
-            print(f"  not covered by epsilon: {leak}", flush=True)
-    run_dir.mkdir(parents=True, exist_ok=True)  # only now: bad input above leaves no empty run behind
-    if chief:
-        (run_dir / "run_config.json").write_text(config.to_json())
-
-    # ---- Where to start: the newest backup (every worker's newest common one), checked before any training.
-    restore = restore_point(backups, config.record(), strategy, steps_per_epoch, splits.source)
-    start = restore.position if restore else resume.START
-    if restore:
-        print(f"resuming {start.describe(steps_per_epoch)} from its backup {restore.path}", flush=True)
-
-    # ---- Model: built and compiled inside the strategy's scope, so its
-    # variables are mirrored across replicas. --init-from loads a trained
-    # model's matching layers first; --freeze decides what trains in this
-    # epoch's phase (training/transfer.py).
-    transfer = Transfer(config)
-    compile_options = dict(jit_compile=JIT[config.xla], steps_per_execution=config.steps_per_execution)
-    with strategy.scope():
-        model, compile_kwargs = spec.build(config, splits, steps_per_epoch)
-        if config.init_from:
-            print(transfer.load(model), flush=True)
-        transfer.compile(model, compile_kwargs, start.epoch, **compile_options)
-        if dp:
-            privacy.make_private(model, dp)
-    if xla_status(model, config.xla):
-        print(xla_status(model, config.xla), flush=True)
-    if restore:
-        restore.check(model.variables)  # a backup of another model is refused before any training (and loaded at its start)
-
-    # ---- Train, epoch by epoch from the resume point (training/resume.py).
-    progress = cb.progress_verbosity()
-    columns = hparams.hparams_columns(app)  # the HParams dashboard's, the same for every run of the app
-    backup = Backups(backups, every=config.backup_every, steps_per_epoch=steps_per_epoch, record=config.record(),
-                     source=splits.source, strategy=strategy, stops=preemption.requests, restore=restore)
-    callbacks = [
+    Every worker runs every callback: predict() inside them is a collective op under
+    MultiWorkerMirroredStrategy; non-chief workers write to scratch.
+    """
+    profile = tuple(int(s) for s in config.profile.split(",")) if config.profile else 0
+    return [
         cb.StepLog(run_dir / ("steps.jsonl" if chief else f"steps-{task_label(strategy)}.jsonl")),
-        keras.callbacks.TensorBoard(tb_dir, histogram_freq=1, write_graph=True, update_freq="epoch",
-                                    profile_batch=tuple(int(s) for s in config.profile.split(",")) if config.profile else 0),
-        # Every worker runs every callback: predict() inside them is a collective
-        # op under MultiWorkerMirroredStrategy. Non-chief workers write to scratch.
-        cb.StepScalars(str(Path(tb_dir) / "train"), config.log_every),
-        cb.OpGraph(str(Path(tb_dir) / "train")),
-        hparams.HParams(tb_dir, hparams.hparams_values(config, str(policy), replicas, columns), run_dir.name),
-        *pictures(app.tensorboard_callbacks(str(Path(tb_dir) / "test"), splits, test, config), config.pictures),
-        *([cb.PlainProgress(config.log_every, steps_per_epoch)] if progress == 2 else []),
-        *([privacy.Spent(str(Path(tb_dir) / "train"), dp)] if dp else []),
-        backup,  # last: a backup at a step comes after everything the step logged
+        keras.callbacks.TensorBoard(str(tb_dir), histogram_freq=1, write_graph=True, update_freq="epoch",
+                                    profile_batch=profile),
+        cb.StepScalars(str(tb_dir / "train"), config.log_every),
+        cb.OpGraph(str(tb_dir / "train")),
+        hparams.HParams(str(tb_dir), trial_id=run_dir.name, values=hparams.hparams_values(
+            config, policy, strategy.num_replicas_in_sync, hparams.hparams_columns(app), dp.hparams())),
+        *pictures(app.tensorboard_callbacks(str(tb_dir / "test"), data.splits, data.test, config), config.pictures),
+        *([cb.PlainProgress(config.log_every, data.steps_per_epoch)] if cb.progress_verbosity() == 2 else []),
+        *dp.callbacks(str(tb_dir / "train")),
     ]
-    callbacks = resume.RunCallbacks(callbacks, model=model, epochs=transfer.epochs, steps=steps_per_epoch, verbose=progress)
-
-    def next_epoch(epoch):  # --fine-tune-epochs: the second phase starts with its own compile
-        if transfer.switch_phase(model, strategy, compile_kwargs, epoch, **compile_options):
-            print(f"fine-tuning: every loaded layer but batch norm unfrozen, learning rate "
-                  f"{cb.current_learning_rate(model):.3g}", flush=True)
-
-    training_started = time.time()
-    # A final fit on train + validation has no held-out validation left to report.
-    resume.train(model, train, None if config.include_validation else validation, epochs=transfer.epochs,
-                 start=start, callbacks=callbacks, next_epoch=next_epoch)
-    training_seconds = time.time() - training_started
-
-    # ---- Evaluate on the held-out test set.
-    results = model.evaluate(test, return_dict=True, verbose=0)
-    results = {f"test_{k}": float(v) for k, v in results.items()}
-
-    # ---- Save and export. The backups are dropped only once the export is in
-    # place, so a kill during export resumes straight to exporting.
-    if dp:  # the guarantee the trained weights carry, beside them and in the exported version
-        config = dataclasses.replace(config, privacy=privacy.record(dp, int(model.optimizer.iterations.numpy()), app))
-        serving = serving._replace(files={**serving.files, "privacy.json": json.dumps(config.privacy, indent=2)})
-        if chief:  # run_config.json's "privacy" now says what was spent, not only what was planned
-            (run_dir / "run_config.json").write_text(config.to_json())
-    if chief:
-        model.save(run_dir / "model.keras")
-        for name, text in serving.files.items():  # e.g. the vocabulary: --init-from this run reads it
-            (run_dir / name).write_text(text)
-    features, _ = next(iter(splits.test.batch(8)))
-    exported = export_version(serving, model, config, Path(config.export_dir) / serving.name, app.serving_inputs(features),
-                              chief=chief, keras_file=run_dir / "model.keras",
-                              test=test_set(app, serving, splits) if chief else None)
-    if not chief:
-        shutil.rmtree(tb_dir, ignore_errors=True)
-        shutil.rmtree(backups.root, ignore_errors=True)
-        return results
-    details = app.details(model, splits, config)  # e.g. learned w and b, perplexity against a bigram model
-    if dp:  # numbers for TensorBoard and the HParams table, and one line that says what they rest on
-        spent = config.privacy
-        details.update(epsilon=spent["epsilon"], delta=spent["delta"], privacy=(
-            f"DP-SGD, {spent['accountant'].upper()} accountant ({'RDP' if spent['accountant'] == 'pld' else 'PLD'}: "
-            f"epsilon {spent.get('epsilon_rdp', spent.get('epsilon_pld')):.4g}), noise multiplier "
-            f"{spent['noise_multiplier']:.4g}, clip {spent['l2_clip']:g}, {spent['steps']} Poisson-sampled steps; "
-            f"what epsilon does not cover: privacy.json"))
-    step = int(model.optimizer.iterations.numpy())
-    tested = {**results, **{k: v for k, v in details.items() if isinstance(v, (int, float)) and not k.startswith("corpus_")}}
-    cb.write_scalars(str(run_dir / "test"), tested, step=step)
-    hparams.comparison_metrics(run_dir, columns, app.OBJECTIVE, step, list(tested))  # the HParams dashboard's metrics
-    cb.flush_writers()
-    results["wall_seconds"] = round(time.time() - started, 1)
-    record = {"training_seconds": round(training_seconds, 2), "backup_seconds": round(backup.seconds, 3),
-              "backups_written": backup.written, "weights_sha256": weights_digest(model)}
-    mark_finished(run_dir, {**results, **record, "details": details, "export": str(exported.path or ""),
-                            "held": str(exported.held or "")})
-    shutil.rmtree(backups.root, ignore_errors=True)
-    print(report(serving, config, run_dir, results, exported, details, record["weights_sha256"]), flush=True)
-    if exported.held:  # trained and checked, but not published: exit HELD_EXIT
-        raise HeldBack(exported.lines[-1])
-    return {**results, **{k: v for k, v in details.items() if isinstance(v, (int, float))}}
 
 
 def pictures(callbacks: list, when: str) -> list:
@@ -237,59 +270,3 @@ def test_set(app, serving, splits) -> TestSet:
         inputs, targets = serving.test_set(inputs, targets)
     calibration, _ = next(iter(splits.train.take(REPRESENTATIVE).batch(REPRESENTATIVE)))
     return TestSet(inputs, targets, app.serving_inputs(calibration))
-
-
-class HeldBack(Exception):
-    """The run finished but the publishing gate kept its version back (training/deployment.py)."""
-
-
-def main(app, argv=None, action=run) -> int:
-    """Command-line entry point of every app: python -m apps.<name> [flags].
-
-    action(app, config) does the work: training by default; apps.charlm passes
-    one that generates text instead when asked to (--generate). --explain INPUT
-    explains one input with an exported model instead (training/explain.py).
-    """
-    def work():
-        config = parse_config(app, sys.argv[1:] if argv is None else argv)
-        if config.explain is not None:  # --explain INPUT (even an empty one, which the app refuses): the newest exported model explains one input; no training
-            return explain_command(app, config)
-        with preemption.requests.installed(RESUME_HINT):  # SIGTERM and Ctrl-C: a stop at a step (training/preemption.py)
-            action(app, config)
-
-    return guarded(work, RESUME_HINT)
-
-
-# Exit codes (README: "Exit codes"). A stop on a signal exits 128 + its number.
-USAGE_EXIT = 2  # bad input: one line on stderr, "error: ..."
-LOST_WORKER_EXIT = 69  # EX_UNAVAILABLE: another worker of a multi-worker run died; restart them all
-HELD_EXIT = 3  # trained, exported and checked, but held back by the publishing gate (--publish always overrides)
-
-
-def guarded(work, resume_hint: str) -> int:
-    """Runs a command's work: bad input is one line and exit 2; a stop on a
-    signal says where it stopped and exits 128 + the signal's number; Ctrl-C
-    elsewhere says how to resume and exits 130; a worker lost from a
-    multi-worker run is one line and exit 69; a version the publishing gate
-    held back is one line and exit 3.
-    """
-    try:
-        work()
-    except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return USAGE_EXIT
-    except HeldBack as held:
-        print(f"\n{held}", file=sys.stderr)
-        return HELD_EXIT
-    except preemption.Stopped as stop:
-        print(f"\nstopped: {stop.message}", file=sys.stderr)
-        return stop.exit_code
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: {resume_hint}", file=sys.stderr)
-        return 130
-    except LOST_WORKER_ERRORS as err:
-        if not in_cluster():
-            raise
-        print(f"error: {lost_worker_message(err)}", file=sys.stderr)
-        return LOST_WORKER_EXIT
-    return 0

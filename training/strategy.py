@@ -14,7 +14,7 @@ import warnings
 
 import tensorflow as tf
 
-from errors import UsageError
+from core.errors import UsageError
 
 
 def split_cpu(n: int) -> None:
@@ -111,9 +111,10 @@ def lost_worker_message(err: Exception) -> str:
     """
     lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
     at = next((i for i, line in enumerate(lines) if "aborted by" in line or "unhealthy" in line), 0)
-    cause = " ".join(lines[at:at + 2]) if lines[at].endswith(":") else lines[at]  # the unhealthy task is on the next line
-    return (f"lost contact with another worker of this multi-worker run ({cause[:240]}); "
-            "start every worker again with the same command: they resume from their common last backup")
+    # the unhealthy task is on the next line
+    cause = " ".join(lines[at:at + 2]) if lines[at].endswith(":") else lines[at]
+    return (f"lost contact with another worker of this multi-worker run ({cause[:240]}); start every worker again with "
+            "the same command: they resume from their common last backup")
 
 
 _gathers: dict = {}
@@ -182,6 +183,24 @@ def resolve_strategy(name: str, cpu_devices: int = 1) -> tf.distribute.Strategy:
             raise UsageError("--strategy tpu: no TPU found (set TPU_NAME, or run on a TPU VM); use --strategy auto")
         return _tpu_strategy()
     raise UsageError(f"unknown strategy {name!r}")
+
+
+def check_fits(strategy, batch_size: int, steps_per_execution: int) -> None:
+    """What a run asks of its replicas, refused in one line when they cannot do it.
+
+    The global batch is split evenly over the replicas. Several steps per call
+    (--steps-per-execution) fail inside Keras 3.15's fit under a strategy with
+    more than one replica ("You must feed a value for placeholder tensor",
+    keras-team/keras issue 19246, open): refused rather than a traceback.
+    """
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % replicas:
+        raise UsageError(f"--batch-size {batch_size} is not divisible by the {replicas} replicas; use a multiple "
+                         f"of {replicas}")
+    if steps_per_execution > 1 and replicas > 1:
+        raise UsageError(f"--steps-per-execution {steps_per_execution} with {replicas} replicas: Keras 3.15 cannot run "
+                         "several steps per call under a multi-replica strategy (keras issue 19246); use "
+                         "--steps-per-execution 1")
 
 
 def describe(strategy) -> str:

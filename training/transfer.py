@@ -25,7 +25,7 @@ from pathlib import Path
 
 import keras
 
-from errors import UsageError
+from core.errors import UsageError
 from training import keras_compat
 
 MODEL_FILE = "model.keras"
@@ -86,15 +86,18 @@ class Transfer:
         self.config = config
         self.loaded: list = []  # the target model's layers that took the source's weights
 
-    def load(self, model) -> str:
-        """Loads the matching layers' weights into `model`; returns the lines that say what happened."""
+    def load(self, model) -> list[str]:
+        """Loads the matching layers' weights into `model`; returns the lines that say what happened
+        (none without --init-from). A source that is not a model, or with no matching layer, is refused."""
         config = self.config
+        if not config.init_from:
+            return []
         path = model_path(config.init_from)
         try:
             source = keras.saving.load_model(path, compile=False)
         except Exception as err:  # a zip that is not a model, a model of classes no app here defines
-            raise UsageError(f"--init-from {path}: not a Keras model this app can read "
-                             f"({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
+            raise UsageError(f"--init-from {path}: not a Keras model this app can read ({type(err).__name__}: "
+                             f"{str(err).splitlines()[0][:160]})") from None
         run_config = source_file(config, "run_config.json")
         source_app = json.loads(run_config.read_text()).get("app") if run_config else None
         theirs, ours = keyed(weighted_layers(source)), keyed(weighted_layers(model))
@@ -113,17 +116,17 @@ class Transfer:
                 self.loaded.append(layer)
         if not self.loaded:
             raise UsageError(f"--init-from {path}: no layer of its model matches this model's by name and shape "
-                             f"(theirs: {', '.join(l.name for l in theirs.values())}); start from a model of the same "
-                             "family, or leave --init-from out")
+                             f"(theirs: {', '.join(layer.name for layer in theirs.values())}); start from a model of "
+                             "the same family, or leave --init-from out")
         if config.freeze and len(self.loaded) == len(ours):
             raise UsageError(f"--freeze: every layer of the model was loaded from {path}, so nothing would train; "
                              "leave --freeze out to fine-tune it all")
         lines = [f"init-from {path}" + (f" (a {source_app} model)" if source_app else "") + ":",
-                 f"  loaded {len(self.loaded)} layer(s): {', '.join(l.name for l in self.loaded)}",
+                 f"  loaded {len(self.loaded)} layer(s): {', '.join(layer.name for layer in self.loaded)}",
                  f"  new {len(new)}: {', '.join(new) or '-'}"
                  + ("" if keep_head else f" (the output layer is {config.app}'s own, not {source_app}'s)"),
                  f"  skipped {len(mismatched)} for a shape mismatch: {', '.join(mismatched) or '-'}"]
-        return "\n".join(lines)
+        return lines
 
     # ---- The two phases.
 

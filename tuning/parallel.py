@@ -49,8 +49,8 @@ from pathlib import Path
 
 import keras_tuner
 
-from errors import UsageError
-from training.run import USAGE_EXIT
+from core.errors import UsageError
+from cli.main import USAGE_EXIT
 from tuning.report import DEADLINE_ENV
 
 LOOPBACK = "127.0.0.1"
@@ -137,7 +137,8 @@ def _pump(stream, log: Path, prefix: str) -> None:
         for line in iter(stream.readline, b""):
             out.write(line)
             out.flush()
-            # TensorFlow's C++ start-up lines stay in the log; so does a worker's bad-input line, which the chief repeats.
+            # TensorFlow's C++ start-up lines stay in the log; so does a worker's bad-input line, which the chief
+            # repeats.
             if not line.startswith((b"I0000", b"W0000", b"E0000", b"WARNING: All log", b"error: ")):
                 sys.stdout.write(prefix + line.decode(errors="replace"))
                 sys.stdout.flush()
@@ -254,8 +255,8 @@ def run_chief(tuner, search_kwargs: dict, workers: int, trials_per_worker: int, 
                         print(f"trial {trial.trial_id} failed: {trial.message}; the search goes on", flush=True)
                     failures += 1
                     if failures > 3:  # again and again: the setup is broken, not a trial
-                        raise UsageError(f"worker{i} stopped: {_cause(code)}; its log ends: {_last_line(log)} "
-                                         f"(all of it: {log}); rerun the same command to resume the search")
+                        raise UsageError(f"worker{i} stopped: {_cause(code)}; its log ends: {_last_line(log)} (all of "
+                                         f"it: {log}); rerun the same command to resume the search")
                     running[i] = start(i)  # a successor asks for the next trial (or hears the search is over)
     finally:
         for proc in running.values():

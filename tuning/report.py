@@ -12,7 +12,7 @@ import keras_tuner
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp_api
 
-from training.hparams import objective_direction
+from observation.hparams import objective_direction
 from tuning.trials import model_values, resident_mb
 
 DEADLINE_ENV = "TFSUITE_TUNING_DEADLINE"  # the chief's deadline, for its workers
@@ -102,20 +102,21 @@ def summarise(tuner, search_dir: Path, top: int, objective: str, defaults: dict)
                   key=lambda t: t.score, reverse=objective_direction(objective) == "max")
     failed = [t for t in trials if t.status in ("FAILED", "INVALID")]
     names = sorted({k for t in done[:top] for k in model_values(t.hyperparameters)})
-    print(f"\n{len(trials)} trial(s): {len(done)} completed, {len(failed)} failed. Top {min(top, len(done))} by {objective}:")
+    print(f"\n{len(trials)} trial(s): {len(done)} completed, "
+          f"{len(failed)} failed. Top {min(top, len(done))} by {objective}:")
     header = ["trial", objective, "epochs"] + names
-    rows = [[t.trial_id, f"{t.score:.4f}", str(t.best_step + 1)] + [_fmt(t.hyperparameters.values.get(n)) for n in names]
-            for t in done[:top]]
+    rows = [[t.trial_id, f"{t.score:.4f}", str(t.best_step + 1),
+             *(_fmt(t.hyperparameters.values.get(n)) for n in names)] for t in done[:top]]
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     for row in [header] + rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
     default = next((t for t in done if model_values(t.hyperparameters) == defaults), None)
     if default is not None and done[0] is default:
-        print(f"the untuned default (trial {default.trial_id}) is the best of this search: "
-              f"no configuration tried beats it at up to {default.best_step + 1} epoch(s)")
+        print(f"the untuned default (trial {default.trial_id}) is the best of this search: no configuration tried "
+              f"beats it at up to {default.best_step + 1} epoch(s)")
     elif default is not None:
-        print(f"the best trial beats the untuned default (trial {default.trial_id}, {objective} "
-              f"{default.score:.4f}, rank {done.index(default) + 1}) by {abs(done[0].score - default.score):.4f}")
+        print(f"the best trial beats the untuned default (trial {default.trial_id}, {objective} {default.score:.4f}, "
+              f"rank {done.index(default) + 1}) by {abs(done[0].score - default.score):.4f}")
     for t in failed:
         last = (t.message or "").strip().splitlines()[-1:] or ["no message"]
         print(f"failed: trial {t.trial_id}: {last[0][:200]}")
@@ -138,7 +139,8 @@ def memory(search_dir: Path) -> str:
     rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     mb = [r["resident_mb"] for r in rows]
     processes = len({(r["tuner"], r.get("pid")) for r in rows})
-    trials = f"{min(mb):.0f}-{max(mb):.0f} MB after each of {len(mb)} trial(s) in {processes} process(es)" if mb else "no trial"
+    trials = (f"{min(mb):.0f}-{max(mb):.0f} MB after each of {len(mb)} trial(s) in {processes} process(es)"
+              if mb else "no trial")
     return f"{trials}; this process {resident_mb():.0f} MB"
 
 

@@ -27,14 +27,15 @@ import keras
 import keras_tuner
 import tensorflow as tf
 
-from training.config import parse_config, space_defaults
-from errors import UsageError
-from training.outputs import FINISHED, check_writable
-from training.run import HELD_EXIT, guarded
+from cli.parser import parse_config
+from core.config import space_defaults
+from core.errors import UsageError
+from training.run_folder import FINISHED, check_writable
+from cli.main import HELD_EXIT, guarded
 from training.precision import resolve_mixed_precision
 from training.strategy import describe, resolve_strategy
 from tuning import parallel, report
-from training.hparams import objective_direction
+from observation.hparams import objective_direction
 from tuning.trials import AppHyperModel
 
 TUNERS = {"hyperband": keras_tuner.Hyperband, "bayesian": keras_tuner.BayesianOptimization,
@@ -42,13 +43,13 @@ TUNERS = {"hyperband": keras_tuner.Hyperband, "bayesian": keras_tuner.BayesianOp
 
 
 def tuning_parser() -> argparse.ArgumentParser:
-    from training.command_line import HelpFormatter, Parser, examples, positive
+    from cli.parser import HelpFormatter, Parser, examples, positive
 
     parser = Parser(prog="python -m tuning", add_help=False, usage="python -m tuning APP [search flags] [app flags]",
                      formatter_class=HelpFormatter, epilog=examples(sys.modules[__name__]),
-                     description="A Keras Tuner search over an app's search space, then the best configuration retrained "
-                                 "on train + validation and exported. Flags the search does not know go to the app "
-                                 "(python -m tuning APP --help lists them).")
+                     description="A Keras Tuner search over an app's search space, then the best configuration "
+                                 "retrained on train + validation and exported. Flags the search does not know go to "
+                                 "the app (python -m tuning APP --help lists them).")
     add = parser.add_argument
     add("-h", "--help", action="store_true", help="show this help (with APP: the app's flags too) and exit")
     add("app", help="the app to tune: " + ", ".join(_apps()))
@@ -59,20 +60,24 @@ def tuning_parser() -> argparse.ArgumentParser:
         help="most epochs a trial trains, Hyperband's max_epochs (default: the model's own)")
     add("--time-budget", type=positive(float), default=None, metavar="MINUTES",
         help="end the search cleanly once this much time (over all resumes) is spent")
-    add("--patience", type=positive(int), default=3, help="early stopping: epochs without improvement before a trial stops")
+    add("--patience", type=positive(int), default=3, help="early stopping: epochs without "
+                                                          "improvement before a trial stops")
     add("--factor", type=positive(int), default=3, help="Hyperband: the reduction factor between rounds")
     add("--initial-points", type=positive(int), default=None,
-        help="Bayesian: random trials before the Gaussian process (default: a third of --max-trials, 3 to 3 per hyperparameter)")
+        help="Bayesian: random trials before the Gaussian process (default: a "
+             "third of --max-trials, at least 3, at most 3 per hyperparameter)")
     add("--workers", type=int, default=1,
-        help="train trials in N worker processes on this machine against one chief (Keras Tuner's oracle service); "
-             "0 trains them in this process, whose memory then grows trial by trial (default: 1)")
+        help="train trials in N worker processes on this machine against one chief (Keras Tuner's oracle service); 0 "
+             "trains them in this process, whose memory then grows trial by trial (default: 1)")
     add("--trials-per-worker", type=positive(int), default=1,
         help="a worker process is replaced after this many trials, which gives its memory back (default: 1)")
     add("--folds", type=positive(int), default=1,
-        help="score each trial by K-fold cross-validation over train + validation instead of the validation split "
-             "(K times the training; for small data sets)")
-    add("--search-id", default="", help="name the search folder (default: <model>-<tuner>-<n>); workers on other machines pass the chief's")
-    add("--fresh", action="store_true", help="start a new search even if an unfinished one of the same model and tuner exists")
+        help="score each trial by K-fold cross-validation over train + validation instead of the validation split (K "
+             "times the training; for small data sets)")
+    add("--search-id", default="", help="name the search folder (default: <model>-<tuner>-<n>); "
+                                        "workers on other machines pass the chief's")
+    add("--fresh", action="store_true", help="start a new search even if an unfinished "
+                                             "one of the same model and tuner exists")
     add("--top", type=positive(int), default=10, help="rows of the top-trials table")
     add("--no-retrain", action="store_true", help="stop after the search: no final training or export")
     return parser
@@ -82,14 +87,17 @@ def print_help(app_name: str | None) -> None:
     """python -m tuning --help: the search's flags, then (with an app) the app's own flags, which pass through."""
     tuning_parser().print_help()
     if app_name in _apps():
-        from training.command_line import build_parser
+        from cli.parser import build_parser
 
         print(f"\nflags of python -m apps.{app_name}, which pass through to every trial and the final fit:\n")
         build_parser(importlib.import_module(_apps()[app_name])).print_help()
 
 
 def parse(argv):
-    if not argv or argv[0] in ("-h", "--help") or ("-h" in argv or "--help" in argv):
+    if not argv:  # no app: what to tune is the one thing a search cannot guess
+        raise UsageError("which app? python -m tuning APP [flags], APP one "
+                         f"of {', '.join(_apps())} (--help lists the flags)")
+    if "-h" in argv or "--help" in argv:
         print_help(next((a for a in argv if not a.startswith("-")), None))
         raise SystemExit(0)
     args, rest = tuning_parser().parse_known_args(argv)
@@ -104,9 +112,11 @@ def parse(argv):
     spec = app.MODELS[base.model]
     if spec.space is None:
         spaced = [m for m, s in app.MODELS.items() if s.space is not None]
-        raise UsageError(f"model {base.model!r} of {app.NAME} has no search space; tune one of {', '.join(spaced)} (--model)")
+        raise UsageError(f"model {base.model!r} of {app.NAME} has no search "
+                         f"space; tune one of {', '.join(spaced)} (--model)")
     if base.explain is not None:
-        raise UsageError(f"--explain explains one input with an exported model: python -m apps.{app.NAME} --explain ...")
+        raise UsageError("--explain explains one input with an exported "
+                         f"model: python -m apps.{app.NAME} --explain ...")
     if base.fine_tune_epochs:
         raise UsageError("--fine-tune-epochs: a trial trains one phase; search from the loaded model (--init-from, "
                          "with or without --freeze), then fine-tune the best with python -m apps." + app.NAME)
@@ -165,8 +175,8 @@ def check_resume(search_dir: Path, wanted: dict) -> bool:
     if changed:
         what = "a different search space" if "space" in changed else \
             "different settings (" + ", ".join(c for c in changed if c != "config") + ")"
-        raise UsageError(f"search {search_dir} was started with {what}; rerun it unchanged to resume, "
-                         f"or add --fresh to start a new search beside it (nothing was changed)")
+        raise UsageError(f"search {search_dir} was started with {what}; rerun it unchanged to resume, or add --fresh "
+                         "to start a new search beside it (nothing was changed)")
     return True
 
 
@@ -246,7 +256,8 @@ def search(app, args, base) -> dict:
     budget = report.Budget(search_dir, args.time_budget, owner=not worker)
     scored = f"{args.folds}-fold cross-validated " if args.folds > 1 else ""
     print(f"{app.NAME}: {args.tuner} search of model {base.model} for the best {scored}{args.objective}, up to "
-          f"{base.epochs} epoch(s) a trial, {where}, in {search_dir}" + (" (resuming)" if resuming and not worker else ""),
+          f"{base.epochs} epoch(s) a trial, {where}, in {search_dir}" + (" (resuming)" if resuming and not worker
+                                                                         else ""),
           flush=True)
 
     hypermodel = AppHyperModel(app, base, search_dir, args.objective, args.patience, budget.deadline,
@@ -275,7 +286,8 @@ def search(app, args, base) -> dict:
         raise UsageError(f"no trial of {search_dir} completed; see the table above for why (nothing was exported)")
     results = {} if args.no_retrain else final_fit(app, args, base, search_dir, best)
     (search_dir / FINISHED).write_text(json.dumps({"best": best, "final": results}, indent=2))
-    print(report.closing(search_dir, args.objective, "python " + " ".join(train_command(app, args, base, search_dir, "N"))), flush=True)
+    command = "python " + " ".join(train_command(app, args, base, search_dir, "N"))
+    print(report.closing(search_dir, args.objective, command), flush=True)
     return results
 
 
@@ -304,7 +316,7 @@ def final_fit(app, args, base, search_dir: Path, best: dict) -> dict:
             return json.loads(done.read_text())
         if code or not done.exists():
             raise UsageError(f"the final fit stopped (exit {code}); the search itself is complete: rerun the same "
-                             f"command to retry the final fit")
+                             "command to retry the final fit")
     return json.loads(done.read_text())
 
 

@@ -1,7 +1,7 @@
 """One trial of a search: an app's model with the trial's hyperparameters, on the app's own pipelines.
 
 AppHyperModel is the bridge Keras Tuner asks for: build(hp) turns the trial's
-values into a RunConfig (training.config.apply_hparams), loads the app's data
+values into a RunConfig (core/config.py: apply_hparams), loads the app's data
 and builds its model exactly as `python -m apps.<app>` would; fit() trains it
 on the app's tf.data pipelines with the callbacks every trial gets:
 
@@ -31,8 +31,8 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp_api
 
 from pipelines.input import labelled_subset
-from training.hparams import objective_direction
-from training.config import apply_hparams
+from observation.hparams import objective_direction
+from core.config import apply_hparams
 from training import accounting, privacy
 from training.run import JIT, build_pipelines
 from training.transfer import Transfer
@@ -108,10 +108,10 @@ class AppHyperModel(keras_tuner.HyperModel):
         model, compile_kwargs = self.spec.build(config, splits, steps if steps > 0 else None)
         if config.init_from:  # every trial starts from the same trained model's matching layers
             transfer = Transfer(config)
-            print(transfer.load(model), flush=True)
+            print("\n".join(transfer.load(model)), flush=True)
             transfer.set_trainable(epoch=0)
         model.compile(**compile_kwargs, jit_compile=JIT[config.xla], steps_per_execution=config.steps_per_execution)
-        if config.dp:  # each trial spends its own epsilon on the same private data (README, Differential privacy)
+        if config.dp:  # each trial spends its own epsilon on the same private data (docs/privacy.md)
             privacy.check_model(model, config.model, self.app)
             privacy.make_private(model, accounting.plan(config, batches.examples, batches.steps_per_epoch))
         # A trial is rerun whole if killed, so one fit() over a pipeline that reshuffles every epoch is enough.
