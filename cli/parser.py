@@ -223,7 +223,7 @@ def parse_config(app, argv) -> RunConfig:
     values = {**model_defaults(spec), **chosen}
     typed = {k: flag_value(config, k) for k in values if is_flag(config, k) and flag_value(config, k) is not None}
     config = apply_hparams(config, {**values, **typed})
-    if config.epochs is None:
+    if config.epochs is None and (config.smoke or not callable(spec.epochs)):
         config.epochs = 1 if config.smoke else spec.epochs
     if config.smoke:  # make step-level logging and backups visible within a short run
         config.log_every = min(config.log_every, 5)
@@ -244,6 +244,8 @@ def parse_config(app, argv) -> RunConfig:
         raise UsageError(f"--run-id must be a plain folder name, got {config.run_id!r}")
     if hasattr(app, "check_config"):  # combinations only the app can judge (a model that does not fit a task)
         app.check_config(config)
+    if config.epochs is None:  # a default that depends on the data, known once check_config has read it
+        config.epochs = spec.epochs(config)
     return config
 
 

@@ -40,7 +40,7 @@ class ModelSpec(NamedTuple):
     """
 
     build: Callable
-    epochs: int
+    epochs: int | Callable  # or config -> int, for a default that depends on the data (read after check_config)
     help: str
     batch_size: int | None = None
     learning_rate: float | None = None

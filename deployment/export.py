@@ -61,6 +61,9 @@ class Serving(NamedTuple):
     metric: tuple = ()  # (kind, output) of deployment/scores.py: what LiteRT files and new versions are judged by
     litert: object = None  # deployment/litert.py: LiteRT, how the model becomes .tflite files; None: none
     test_set: Callable | None = None  # (inputs, targets) -> (inputs, targets) scored: the test split by default
+    # A batch of the splits' features -> the served inputs, where the app's serving_inputs cannot tell
+    # (a user's table: its splits hold row numbers, read from the table's cache).
+    inputs: Callable | None = None
 
 
 def serving_endpoint(serving: Serving, model):
@@ -94,7 +97,10 @@ def write_saved_model(serving: Serving, model, path: Path) -> None:
 
 
 def _json_value(value):
-    value = np.asarray(value).tolist()
+    array = np.asarray(value)
+    if array.dtype == np.float32:  # 50.4, not float64's 50.400001525878906: numpy's shortest float32 digits
+        return np.array([float(str(x)) for x in array.ravel()], dtype=object).reshape(array.shape).tolist()
+    value = array.tolist()
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 

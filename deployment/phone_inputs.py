@@ -19,8 +19,19 @@ The JSON: {"inputs": {<tflite input>: <encoder>}} where an encoder is one of
       "idf" weight (unknown tokens count towards entry 0, "[UNK]")
   {"type": "text_length", "from": NAME, ...text steps..., "length": L}
       the number of tokens, at most L (where a sequence model's answer is read)
+  {"type": "category_ids", "columns": [{"from": NAME, "vocabulary": V, "numeric": B}]}
+      int32 [batch, columns]: 1 + the value's index in V, 0 when it is not in V, len(V) + 1 when
+      missing; a string is stripped of surrounding spaces first, a numeric column matches numbers
   {"type": "columns", "columns": [...]}                  one float vector per example:
       {"from": NAME, "op": "number"}                     the value as a float
+      {"from": NAME, "op": "number", "fill": F}          the value as a float, F where it is missing (NaN or a
+                                                         MISSING word)
+      {"from": NAME, "op": "date_days", "fill": F}       a date (DATE: year first) as days since 1970-01-01,
+                                                         F if not one
+      {"from": NAME, "op": "is_missing"}                 1.0 where a number is NaN or a string is MISSING
+      {"from": NAME, "op": "date_is_missing"}            1.0 where the value is not such a date
+      {"from": NAME, "op": "date_cyclic"}                sine and cosine of month, weekday, day of year and hour
+                                                         (8 floats; 0 where not a date): apps/tabular_layers.py
       {"from": NAME, "op": "one_hot", "vocabulary": V}   [unknown, V...] as 0/1
       {"from": NAME, "op": "maker_one_hot", "aliases": A, "vocabulary": V}
            the name's first word, ASCII-lower-cased, renamed by A, then one_hot
@@ -36,9 +47,12 @@ then its runs of n code points for each n in "widths", joined with nothing);
 """
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
+
+from pipelines.tables import DATE, MISSING
 
 PUNCTUATION = '!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\''  # Keras' strip_punctuation set
 _PUNCTUATION = re.compile("[" + re.escape(PUNCTUATION) + "]")
@@ -108,10 +122,58 @@ def _first_word(name: str) -> str:
     return words[0] if words else ""
 
 
+def days_from_civil(year, month, day):
+    """Days since 1970-01-01 (H. Hinnant's integer algorithm; apps/tabular_layers.py computes the same)."""
+    year = year - (month <= 2)
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * ((month + 9) % 12) + 2) // 5 + day - 1
+    return era * 146097 + year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year - 719468
+
+
+def _is_missing(value) -> bool:
+    if isinstance(value, (bytes, str)):
+        return _text(value).strip().lower() in MISSING
+    return bool(np.isnan(np.float32(value)))
+
+
+def _date(value) -> tuple | None:
+    """(days since 1970, month, weekday, day of year, hour) of an ISO date, None if it is not one."""
+    text = _text(value).strip()
+    if not DATE.match(text):
+        return None
+    year, month, day = int(text[0:4]), int(text[5:7]), int(text[8:10])
+    if not (1 <= month <= 12 and 1 <= day <= 31):
+        return None
+    days = days_from_civil(year, month, day)
+    hour = int(text[11:13]) if len(text) >= 13 else 0
+    return days, month, (days + 3) % 7, days - days_from_civil(year, 1, 1), hour
+
+
+def _cyclic(parts: tuple | None) -> list:
+    if parts is None:
+        return [0.0] * 8
+    _, month, weekday, day_of_year, hour = parts
+    phases = [np.float32(month - 1) / np.float32(12), np.float32(weekday) / np.float32(7),
+              np.float32(day_of_year) / np.float32(366), np.float32(hour) / np.float32(24)]
+    return [f(np.float32(2 * math.pi) * p) for p in phases for f in (np.sin, np.cos)]
+
+
 def _column(column: dict, values) -> np.ndarray:
     op = column["op"]
     if op == "number":
+        if "fill" in column:
+            return np.array([[column["fill"] if _is_missing(v) else float(v)] for v in values], np.float32)
         return np.asarray(values, np.float32)[:, None]
+    if op == "is_missing":
+        return np.array([[_is_missing(v)] for v in values], np.float32)
+    if op in ("date_days", "date_is_missing", "date_cyclic"):
+        parts = [_date(v) for v in values]
+        if op == "date_days":
+            return np.array([[column["fill"] if p is None else p[0]] for p in parts], np.float32)
+        if op == "date_is_missing":
+            return np.array([[p is None] for p in parts], np.float32)
+        return np.array([_cyclic(p) for p in parts], np.float32)
     if op == "contains":
         return np.array([[column["text"] in _text(v).translate(_ASCII_UPPER)] for v in values], np.float32)
     if op == "maker_one_hot":
@@ -126,6 +188,15 @@ def _column(column: dict, values) -> np.ndarray:
     return out
 
 
+def _category_ids(column: dict, values) -> np.ndarray:
+    vocabulary, missing = column["vocabulary"], len(column["vocabulary"]) + 1
+    if column["numeric"]:
+        index = {np.float32(v): i + 1 for i, v in enumerate(vocabulary)}
+        return np.array([missing if np.isnan(np.float32(v)) else index.get(np.float32(v), 0) for v in values], np.int32)
+    index = {v: i + 1 for i, v in enumerate(vocabulary)}
+    return np.array([missing if _is_missing(v) else index.get(_text(v).strip(), 0) for v in values], np.int32)
+
+
 def encode(encoder: dict, raw: dict) -> np.ndarray:
     """One tflite input for a batch of raw examples."""
     kind = encoder["type"]
@@ -137,6 +208,8 @@ def encode(encoder: dict, raw: dict) -> np.ndarray:
             scale = np.maximum(np.sqrt(np.asarray(encoder["variance"], np.float32)), np.float32(1e-7))
             out = (out - np.asarray(encoder["mean"], np.float32)) / scale
         return out.astype(np.float32)
+    if kind == "category_ids":
+        return np.stack([_category_ids(c, np.asarray(raw[c["from"]]).tolist()) for c in encoder["columns"]], axis=1)
     texts = [_text(t) for t in np.asarray(raw[encoder["from"]]).tolist()]
     if kind == "text_length":
         return np.array([min(len(tokens(encoder, t)), encoder["length"]) for t in texts], np.int64)

@@ -157,11 +157,13 @@ class Pictures(keras.callbacks.Callback):
     markdown}; `when` says which model state it is ("after epoch 3"). Figures
     (observation/figures.py) become images, strings text. Epoch pictures are at
     step epoch + 1; the end-of-training ones at the optimizer's global step.
+    train_begin() returns what the data looked like as training started (a
+    user's table: its columns and its target), at step 0.
     """
 
-    def __init__(self, logdir: str, epoch_end=None, train_end=None):
+    def __init__(self, logdir: str, epoch_end=None, train_end=None, train_begin=None):
         super().__init__()
-        self.logdir, self.epoch_end, self.train_end = logdir, epoch_end, train_end
+        self.logdir, self.epoch_end, self.train_end, self.train_begin = logdir, epoch_end, train_end, train_begin
 
     def write(self, pictures: dict, step: int) -> None:
         from observation.figures import figure_image
@@ -180,6 +182,10 @@ class Pictures(keras.callbacks.Callback):
         if when == "end":
             self.epoch_end = None
         return self
+
+    def on_train_begin(self, logs=None):
+        if self.train_begin is not None:
+            self.write(self.train_begin(), 0)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.epoch_end is not None:

@@ -14,6 +14,10 @@ the methods are short with tf.GradientTape:
   word is left out of the text; for models with no gradient to a word (n-gram bags).
 - permutation_importance (Breiman 2001): how much the test error grows when one
   feature's values are shuffled across the examples.
+- baseline_shapley (Sundararajan and Najmi 2020, "The many Shapley values for
+  model explanation"): each named input's Shapley value in the game where an
+  input left out takes a reference example's value; for rows of a table, whose
+  strings have no gradient. The values add up to f(input) - f(reference).
 - sanity_check (Adebayo et al. 2018): maps of a model that means something
   must differ from maps of the same architecture with random weights.
 
@@ -131,11 +135,17 @@ def word_occlusion(predict: Callable, text: str, target: int) -> tuple[list[str]
     return tokens, logs[0] - logs[1:]
 
 
-def permutation_importance(predict: Callable, features: dict, targets: np.ndarray, repeats: int = 5,
-                           seed: int = 0) -> dict[str, tuple[float, float]]:
-    """{feature: (mean, std) over `repeats` shuffles of the increase in mean absolute error}.
+def absolute_error(predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    return np.abs(predictions.reshape(targets.shape) - targets)
 
-    predict(features dict) -> predictions [N]; every shuffled copy goes through it in one batch.
+
+def permutation_importance(predict: Callable, features: dict, targets: np.ndarray, repeats: int = 5,
+                           seed: int = 0, error: Callable = absolute_error) -> dict[str, tuple[float, float]]:
+    """{feature: (mean, std) over `repeats` shuffles of the increase in the mean error}.
+
+    predict(features dict) -> predictions [N, ...]; every shuffled copy goes through it in one batch.
+    error(predictions, targets) -> one error per example: the absolute error by default; a classifier's
+    is 1 for a wrong class and 0 for a right one, so the increase is the accuracy lost.
     """
     rng = np.random.default_rng(seed)
     n, names = len(targets), list(features)
@@ -144,9 +154,47 @@ def permutation_importance(predict: Callable, features: dict, targets: np.ndarra
         for _ in range(repeats):
             copies.append({**features, name: features[name][rng.permutation(n)]})
     stacked = {k: np.concatenate([c[k] for c in copies]) for k in features}
-    errors = np.abs(np.asarray(predict(stacked)).reshape(-1, n) - targets.reshape(1, n)).mean(1)
+    predictions = np.asarray(predict(stacked))
+    errors = np.array([error(predictions[i * n:(i + 1) * n], targets).mean() for i in range(len(copies))])
     increases = (errors[1:] - errors[0]).reshape(len(names), repeats)
     return {name: (float(increases[i].mean()), float(increases[i].std())) for i, name in enumerate(names)}
+
+
+def baseline_shapley(predict: Callable, example: dict, reference: dict, permutations: int = 256,
+                     seed: int = 0) -> tuple[np.ndarray, float, float]:
+    """(Shapley value of each input of `example`, in the order of its keys; f(reference); f(example)).
+
+    example and reference: {name: array of one value}; predict(features dict of N values) -> [N]. Every
+    ordering of the inputs (all of them for up to 6 inputs, else `permutations` drawn at random, each with
+    its reverse) switches the inputs one at a time from the reference's value to the example's; an input's
+    value is its mean change of the prediction. Exact for up to 6 inputs; the values add up to
+    f(example) - f(reference) whatever the number of orderings, because each ordering's changes do.
+    """
+    import itertools
+
+    names = list(example)
+    n = len(names)
+    if n <= 6:
+        orders = [list(p) for p in itertools.permutations(range(n))]
+    else:
+        rng = np.random.default_rng(seed)
+        drawn = [rng.permutation(n) for _ in range(permutations // 2)]
+        orders = [list(o) for d in drawn for o in (d, d[::-1])]
+    steps = []  # for each ordering: the reference, then one more input switched at each step
+    for order in orders:
+        switched = np.zeros(n, bool)
+        steps.append(switched.copy())
+        for i in order:
+            switched[i] = True
+            steps.append(switched.copy())
+    mask = np.array(steps)  # [orderings x (n + 1), n]
+    batch = {name: np.where(mask[:, j], example[name][0], reference[name][0]).astype(np.asarray(example[name]).dtype)
+             for j, name in enumerate(names)}
+    values = np.asarray(predict(batch), np.float64).reshape(len(orders), n + 1)
+    contributions = np.zeros(n)
+    for k, order in enumerate(orders):
+        contributions[order] += np.diff(values[k])
+    return contributions / len(orders), float(values[0, 0]), float(values[0, -1])
 
 
 def randomized_copy(model: keras.Model, seed: int = 1) -> keras.Model:

@@ -41,6 +41,10 @@ class Splits(NamedTuple):
     source: str  # where the data came from, for the run's record
     info: dict = {}
     vectorize: Callable | None = None  # batch-level, deterministic: (raw features, labels) -> (model inputs, targets)
+    # False: the splits hold row numbers whose values vectorize reads from disk (a user's table, which may
+    # not fit in memory): an in-memory cache would copy only the numbers, at a cost per element.
+    cache: bool = True
+    files: dict = {}  # {name: bytes} the run folder keeps about the data (a user's table: which rows tested)
 
 
 def pipeline_options() -> tf.data.Options:
@@ -58,9 +62,10 @@ def pipeline_options() -> tf.data.Options:
 
 
 def evaluation_batches(ds: tf.data.Dataset, *, global_batch: int, vectorize: Callable | None = None,
-                       drop_remainder: bool = False) -> tf.data.Dataset:
+                       drop_remainder: bool = False, cache: bool = True) -> tf.data.Dataset:
     """Validation or test batches: every example once, in the split's order."""
-    ds = ds.with_options(pipeline_options()).cache()
+    ds = ds.with_options(pipeline_options())
+    ds = ds.cache() if cache else ds
     ds = ds.batch(global_batch, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE)
     if vectorize is not None:
         ds = ds.map(vectorize, num_parallel_calls=AUTOTUNE)
@@ -90,11 +95,13 @@ class TrainingBatches:
         stateless-RNG seed pair unique to the batch's epoch and position.
     drop_remainder: static batch shapes (TPUs need them; large data sets use
         them so every step sees a full global batch).
+    cache: False for splits of row numbers (Splits.cache).
     """
 
     def __init__(self, ds: tf.data.Dataset, *, global_batch: int, seed: int, vectorize: Callable | None = None,
-                 augment: Callable | None = None, drop_remainder: bool = False):
-        self.cached = ds.with_options(pipeline_options()).cache()
+                 augment: Callable | None = None, drop_remainder: bool = False, cache: bool = True):
+        self.cached = ds.with_options(pipeline_options())
+        self.cached = self.cached.cache() if cache else self.cached
         self.examples = int(self.cached.cardinality())
         self.global_batch, self.seed = global_batch, seed
         self.vectorize, self.augment, self.drop_remainder = vectorize, augment, drop_remainder

@@ -87,6 +87,9 @@ def private_train_step(model, plan: Plan):
     from keras.src.losses.loss import unscale_loss_for_distribution  # what Keras' own train_step uses
 
     weights = model.trainable_variables
+    # The tf.Variables under Keras' own: a zero gradient for a weight the loss does not reach (a bias
+    # under an L2 penalty, an unused embedding) takes its dtype, which a Keras Variable gives as a string.
+    sources = [w.value for w in weights]
     # One 62-bit key per weight, from the OS; a variable, so no graph written to TensorBoard holds it.
     key = tf.Variable(np.frombuffer(os.urandom(8 * len(weights)), np.int64) & (2**62 - 1), trainable=False,
                       name="dp_noise_key")
@@ -101,7 +104,7 @@ def private_train_step(model, plan: Plan):
             # penalties are added after clipping and noise, below.
             loss = unscale_loss_for_distribution(model._compile_loss(y, prediction))
             scaled = model.optimizer.scale_loss(loss)  # float16's loss scale, if any
-        grads = tape.gradient(scaled, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        grads = tape.gradient(scaled, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         return [tf.convert_to_tensor(g) for g in grads], loss, tf.nest.map_structure(lambda t: t[0], prediction)
 
     vectorized = tf.function(lambda x, y: tf.vectorized_map(one_example, (x, y)))
@@ -160,7 +163,7 @@ def private_train_step(model, plan: Plan):
                 penalty = tf.add_n(model.losses)
             # each replica adds it; the optimizer sums them
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            penalties = tape.gradient(penalty, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            penalties = tape.gradient(penalty, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
             grads = [g + tf.cast(p, g.dtype) / replicas for g, p in zip(grads, penalties)]
         model.optimizer.apply_gradients(zip(grads, weights))  # sums the replicas' gradients
         return model.get_metrics_result()

@@ -39,6 +39,10 @@ from training.strategy import check_fits, describe, is_chief, resolve_strategy, 
 from training.transfer import Transfer
 
 JIT = {"auto": "auto", "on": True, "off": False}
+# The test examples LiteRT files and a new version are scored on (deployment/export.py), at most: every
+# app's whole test split, and a user's large table a sample of it (its test split is in a random order).
+SCORED_TEST_EXAMPLES = 50_000
+HISTOGRAMS = 20  # weight histograms in TensorBoard per run, about (every epoch for runs of up to 20 epochs)
 
 
 class Data(NamedTuple):
@@ -118,6 +122,8 @@ def run(app, config: RunConfig) -> Finished:
     run_dir.mkdir(parents=True, exist_ok=True)
     if chief:
         (run_dir / "run_config.json").write_text(config.to_json())
+        for name, content in data.splits.files.items():  # what the data was (a user's table: its split)
+            (run_dir / name).write_bytes(content)
     tb_dir = run_dir if chief else Path(tempfile.mkdtemp(prefix="tb-worker-"))
     if restore:
         say(f"resuming {start.describe(data.steps_per_epoch)} from its backup {restore.path}")
@@ -182,7 +188,7 @@ def save_and_export(app, config: RunConfig, data: Data, model, dp: Privacy, run_
             (run_dir / name).write_text(text)
     features, _ = next(iter(data.splits.test.batch(8)))
     exported = export_version(serving, model, config, Path(config.export_dir) / serving.name,
-                              app.serving_inputs(features), chief=chief, keras_file=run_dir / "model.keras",
+                              served(app, serving)(features), chief=chief, keras_file=run_dir / "model.keras",
                               test=test_set(app, serving, data.splits) if chief else None)
     return serving, exported
 
@@ -225,9 +231,9 @@ def build_pipelines(app, config: RunConfig, splits, static_shapes: bool = False)
                                vectorize=splits.vectorize, augment=augment)
     else:
         train = TrainingBatches(source, global_batch=config.batch_size, seed=config.seed, vectorize=splits.vectorize,
-                                augment=augment, drop_remainder=drop)
+                                augment=augment, drop_remainder=drop, cache=splits.cache)
     validation, test = (evaluation_batches(ds, global_batch=config.batch_size, vectorize=splits.vectorize,
-                                           drop_remainder=static_shapes)
+                                           drop_remainder=static_shapes, cache=splits.cache)
                         for ds in (splits.validation, splits.test))
     return train, validation, test
 
@@ -243,8 +249,10 @@ def run_callbacks(app, config: RunConfig, data: Data, dp: Privacy, strategy, tb_
     profile = tuple(int(s) for s in config.profile.split(",")) if config.profile else 0
     return [
         cb.StepLog(run_dir / ("steps.jsonl" if chief else f"steps-{task_label(strategy)}.jsonl")),
-        keras.callbacks.TensorBoard(str(tb_dir), histogram_freq=1, write_graph=True, update_freq="epoch",
-                                    profile_batch=profile),
+        # Weight histograms at most about HISTOGRAMS times a run: each is an eager op per weight, which on a
+        # small table's 100 epochs of 4 steps took 40 % of the training time when drawn every epoch.
+        keras.callbacks.TensorBoard(str(tb_dir), histogram_freq=max(1, config.epochs // HISTOGRAMS), write_graph=True,
+                                    update_freq="epoch", profile_batch=profile),
         cb.StepScalars(str(tb_dir / "train"), config.log_every),
         cb.OpGraph(str(tb_dir / "train")),
         hparams.HParams(str(tb_dir), trial_id=run_dir.name, values=hparams.hparams_values(
@@ -262,11 +270,16 @@ def pictures(callbacks: list, when: str) -> list:
 
 
 def test_set(app, serving, splits) -> TestSet:
-    """Every test example as serving inputs (what LiteRT files and versions are scored on), and
+    """The test examples as serving inputs (what LiteRT files and versions are scored on), and
     REPRESENTATIVE training examples that calibrate int8 LiteRT files."""
-    features, targets = next(iter(splits.test.batch(1 << 30)))
-    inputs, targets = app.serving_inputs(features), np.asarray(targets)
+    features, targets = next(iter(splits.test.take(SCORED_TEST_EXAMPLES).batch(SCORED_TEST_EXAMPLES)))
+    inputs, targets = served(app, serving)(features), np.asarray(targets)
     if serving.test_set is not None:  # e.g. the LM: prompts cut from test texts, and each one's next character
         inputs, targets = serving.test_set(inputs, targets)
     calibration, _ = next(iter(splits.train.take(REPRESENTATIVE).batch(REPRESENTATIVE)))
-    return TestSet(inputs, targets, app.serving_inputs(calibration))
+    return TestSet(inputs, targets, served(app, serving)(calibration))
+
+
+def served(app, serving: Serving):
+    """A batch of split features -> the served inputs: the Serving's own reader, or the app's serving_inputs."""
+    return serving.inputs or (lambda features: app.serving_inputs(features))
