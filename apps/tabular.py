@@ -26,7 +26,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from apps import tabular_data, tabular_layers as tl, tabular_parts
+from apps import tabular_data, tabular_layers as tl, tabular_parts, tabular_pictures, tabular_statistics
 from core.config import ModelSpec
 from core.errors import UsageError
 from deployment.export import Serving
@@ -115,11 +115,12 @@ def load_data(config):
     prepared = tabular_data.prepare_once(config)
     splits = tabular_data.as_splits(prepared, config, {})
     rows = tabular_data.rows_of(prepared, tabular_data.splitting.TRAIN, config.seed)[0]
-    stats = tabular_data.statistics(prepared, rows[:tabular_data.SMOKE_ROWS[0]] if config.smoke else rows, config.seed)
+    chosen = rows[:tabular_data.SMOKE_ROWS[0]] if config.smoke else rows
+    stats = tabular_statistics.statistics(prepared, chosen, config.seed)
     vectorizers = {}
     served = {c.name: c.served for c in prepared.inputs}
     for name, texts in stats.pop("texts").items():
-        vectorizer = layers.TextVectorization(max_tokens=tabular_data.TEXT_TOKENS, output_mode="tf_idf",
+        vectorizer = layers.TextVectorization(max_tokens=tabular_statistics.TEXT_TOKENS, output_mode="tf_idf",
                                               name=f"{served[name]}_words")
         vectorizer.adapt(tf.constant(texts or [""]), batch_size=4096)
         vectorizers[name] = vectorizer
@@ -294,8 +295,8 @@ def serving_inputs(rows):
 def tensorboard_callbacks(logdir, splits, test, config):
     """At the start the column table and the target; every epoch sample predictions; at the end the
     confusion matrix or predicted against true, permutation importance and explained rows
-    (apps/tabular_parts.py)."""
-    return tabular_parts.pictures(logdir, splits, test)
+    (apps/tabular_pictures.py)."""
+    return tabular_pictures.pictures(logdir, splits, test)
 
 
 def explain(model, given: str, version):

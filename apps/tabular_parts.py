@@ -1,4 +1,4 @@
-"""apps.tabular's pictures, explanations, LiteRT recipe and closing lines.
+"""apps.tabular's predictions, explanations, LiteRT recipe and closing lines.
 
 Explanations are baseline Shapley values of the raw columns (observation/explain.py):
 how much each column's value moved the prediction away from the reference row's,
@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import textwrap
 from pathlib import Path
 
 import keras
@@ -22,12 +23,9 @@ from core.errors import UsageError
 from deployment import phone_inputs
 from deployment.litert import LiteRT
 from observation import explain, figures
-from observation.callbacks import Pictures
 from pipelines import columns
 from pipelines.tables import MISSING
 
-EXPLAINED_ROWS = 4  # test rows explained in TensorBoard at the end of training
-IMPORTANCE_ROWS = 2_000  # test rows permutation importance shuffles, at most
 
 
 # ---- Predictions ------------------------------------------------------------
@@ -124,14 +122,15 @@ def rows_figure(model, features: dict, classes: list, title: str, true=None):
     count = len(values)
     across = min(count, 2)
     down = -(-count // across)
-    figure, axes = plt.subplots(down, across, figsize=(5.2 * across + 0.6, down * (0.3 * len(names) + 1.5) + 1.0),
+    # 2 panels across fit a TensorBoard card at actual size (about 950 pixels)
+    figure, axes = plt.subplots(down, across, figsize=(4.6 * across + 0.3, down * (0.3 * len(names) + 1.5) + 1.2),
                                 dpi=100, layout="constrained", squeeze=False)
     for ax in axes.flat[count:]:
         ax.axis("off")
     unit = "probability of the predicted class" if classes else "prediction"
     for i, ax in enumerate(axes.flat[:count]):
         order = np.argsort(-np.abs(values[i]))
-        shown = [f"{names[j]} = {_cell(features[names[j]][i])}"[:40] for j in order]
+        shown = [f"{names[j]} = {cell(features[names[j]][i])}"[:40] for j in order]
         ax.barh(range(len(order)), values[i][order],
                 color=[figures.RIGHT if v >= 0 else figures.WRONG for v in values[i][order]])
         ax.axvline(0, color="black", linewidth=0.8)
@@ -141,119 +140,17 @@ def rows_figure(model, features: dict, classes: list, title: str, true=None):
         said = (f"{classes[int(chosen[i])]} ({probability[i]:.0%})" if classes else f"{chosen[i]:.4g}")
         truth = "" if true is None else f", true {classes[int(true[i])] if classes else f'{float(true[i]):.4g}'}"
         ax.set_title(f"row {i + 1}: predicted {said}{truth}", fontsize=9)
-    figure.suptitle(f"{title}: how much each column moved the {unit} from the reference row's {base:.4g}\n"
-                    f"(baseline Shapley values; reference: {described[:150]})", fontsize=9)
+    reference = textwrap.shorten(f"reference: {described}", 240, placeholder=" ...")
+    figure.suptitle(f"{title}: how much each column moved the\n{unit} from the reference row's {base:.4g} "
+                    f"(baseline Shapley values)\n" + "\n".join(textwrap.wrap(reference, 110)), fontsize=9)
     return figure
 
 
-def _cell(value) -> str:
+def cell(value) -> str:
     value = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
     if isinstance(value, (float, np.floating)):
         return "missing" if np.isnan(value) else f"{value:.4g}"
     return "missing" if value.strip().lower() in MISSING else value
-
-
-# ---- TensorBoard --------------------------------------------------------------
-
-def pictures(logdir: str, splits, test) -> list:
-    """Start: the column table, the split and the target. Every epoch: eight test rows predicted. End:
-    the confusion matrix (classification) or predicted against true (regression), permutation
-    importance of the raw columns, and EXPLAINED_ROWS test rows explained."""
-    info = splits.info
-    prepared, read = info["prepared"], info["reader"].read
-    classes = prepared.classes
-    rows, found = next(iter(splits.test.batch(IMPORTANCE_ROWS)))
-    features, found = read(np.asarray(rows)), np.asarray(found).reshape(-1)
-    sample = {k: v[:8] for k, v in features.items()}
-
-    def train_begin():
-        return {"data/columns": column_table(prepared), "data/target": target_figure(prepared)}
-
-    def epoch_end(model, when):
-        _, chosen = scored(model, sample, classes)
-        names = list(sample)
-        lines = ["| " + " | ".join(names) + " | predicted | true |", "|---" * (len(names) + 2) + "|"]
-        for i in range(len(chosen)):
-            said = classes[int(chosen[i])] if classes else f"{chosen[i]:.4g}"
-            true = classes[int(found[i])] if classes else f"{found[i]:.4g}"
-            lines.append("| " + " | ".join(_cell(sample[n][i]) for n in names) + f" | {said} | {true} |")
-        return {"sample_predictions/table": "\n".join(lines)}
-
-    def train_end(model, when):
-        _, chosen = scored(model, features, classes)
-        out = {}
-        if classes:
-            matrix = np.zeros((len(classes), len(classes)), np.int64)
-            np.add.at(matrix, (found.astype(int), chosen.astype(int)), 1)
-            out["confusion_matrix"] = figures.confusion_matrix(
-                matrix, classes, f"Test set ({len(found):,} rows), {when}: accuracy {np.mean(chosen == found):.2%}")
-            def error(p, t):
-                return (p.argmax(-1) != t).astype(float)
-
-            label = "accuracy lost (points of 1.0)"
-        else:
-            out["predicted_vs_true"] = figures.predicted_vs_true(found, chosen, prepared.target.name,
-                                                                 f"Test set, {when}")
-            error = explain.absolute_error
-            label = "increase of the mean absolute error"
-        importance = explain.permutation_importance(lambda f: predict(model, f), features, found, error=error)
-        out["explanations/permutation_importance"] = figures.bars(
-            list(importance), [m for m, _ in importance.values()],
-            f"Test set ({len(found):,} rows), {when}:\nhow much worse the model does when one column is shuffled "
-            "across the rows\n(5 shuffles; bars: their spread)", label, errors=[sd for _, sd in importance.values()])
-        shown = {k: v[:EXPLAINED_ROWS] for k, v in features.items()}
-        out["explanations/rows"] = rows_figure(model, shown, classes, f"Test rows, {when}", found[:EXPLAINED_ROWS])
-        return out
-
-    return [Pictures(logdir, epoch_end, train_end, train_begin)]
-
-
-def column_table(prepared) -> str:
-    """The printed column table as markdown, with the split."""
-    header = "| column | served as | type | why |\n|---|---|---|---|\n"
-    used = {c.name: c for c in prepared.inputs}
-    lines = []
-    for name, kind in prepared.kinds.items():
-        served = used[name].served if name in used else ("(target) " + prepared.target.served
-                                                         if name == prepared.target.name else "left out")
-        lines.append(f"| {name} | {served} | {kind.kind} | {kind.why} |")
-    counts = prepared.counts
-    return (header + "\n".join(lines) + f"\n\nTarget: **{prepared.target.name}**, {prepared.task.task} "
-            f"({prepared.task.why}). Rows: {counts['train']:,} train, {counts['validation']:,} validation, "
-            f"{counts['test']:,} test" + (f", {counts['left_out']:,} without a target left out" if counts["left_out"]
-                                           else "") + f". Split: {prepared.about['how']}.")
-
-
-def target_figure(prepared):
-    """Classification: rows per class in each split; regression: the target's histogram per split."""
-    import matplotlib.pyplot as plt
-
-    from apps.tabular_data import labels
-    from pipelines import splits as splitting
-
-    figure, ax = plt.subplots(figsize=(7.5, 4.2), dpi=100, layout="constrained")
-    values = [(labels(t, prepared.target.name, prepared.classes), a) for t, a in zip(prepared.tables,
-                                                                                     prepared.assignment)]
-    if prepared.classes:
-        k = len(prepared.classes)
-        width = 0.27
-        for s, (code, name) in enumerate(splitting.NAMES.items()):
-            counts = sum(np.bincount(v[(a == code) & (v >= 0)], minlength=k) for v, a in values)
-            bars = ax.bar(np.arange(k) + (s - 1) * width, counts, width, label=f"{name} ({counts.sum():,})")
-            ax.bar_label(bars, [f"{c:,}" for c in counts], fontsize=7)
-        ax.set_xticks(range(k), prepared.classes, rotation=30 if k > 6 else 0)
-        ax.set_xlabel(f"class of {prepared.target.name}")
-        ax.set_ylabel("rows")
-        ax.set_title(f"Rows per class of {prepared.target.name}, per split")
-    else:
-        for code, name in splitting.NAMES.items():
-            chosen = np.concatenate([v[(a == code) & ~np.isnan(v)] for v, a in values])
-            ax.hist(chosen, bins=40, alpha=0.55, label=f"{name} ({len(chosen):,} rows)")
-        ax.set_xlabel(prepared.target.name)
-        ax.set_ylabel("rows")
-        ax.set_title(f"Distribution of {prepared.target.name}, per split")
-    ax.legend()
-    return figure
 
 
 # ---- --explain ROWS.csv -------------------------------------------------------

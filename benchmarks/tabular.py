@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from apps import regression, tabular, tabular_data
+from apps import regression, tabular, tabular_data, tabular_statistics
 from benchmarks import harness, tables
 from cli.parser import parse_config
 from pipelines import splits as splitting
@@ -67,7 +67,7 @@ def columns_of(prepared, code: int) -> tuple[dict, np.ndarray]:
         if c.kind == "number":
             out[c.name] = np.asarray(table.numbers(c.name))[rows].astype(np.float64)
         elif c.kind == "date":
-            days = np.array([tabular_data.iso_days(v) for v in table.values(c.name)] + [np.nan, np.nan])
+            days = np.array([tabular_statistics.iso_days(v) for v in table.values(c.name)] + [np.nan, np.nan])
             out[c.name] = days[np.asarray(table.codes(c.name))[rows]]
         elif c.kind == "text":
             out[c.name] = table.texts(c.name, rows)

@@ -109,7 +109,7 @@ def test_tfds_text_sources_give_the_mirror_element_spec(tmp_path, monkeypatch, l
 
     monkeypatch.setattr(sources, "internet_reachable", lambda *a: True)
     with tfds.testing.mock_data(num_examples=16):
-        train, validation, test, where, info, _ = getattr(text_data, loader)("online", str(tmp_path))
+        train, validation, test, where, info = getattr(text_data, loader)("online", str(tmp_path))[:5]
         assert where.startswith("tfds:" + ("imdb_reviews" if loader == "sentiment" else "tiny_shakespeare"))
         assert info["class_names"] == (("negative", "positive") if loader == "sentiment" else ())
         for ds in (train, validation, test):

@@ -1,0 +1,83 @@
+"""What the model bakes in from a table's training rows: medians, means, deviations and quantile bins of
+the numbers and dates, the categories' vocabularies, a sample of each text column, the regression target's
+scale. Counted from the reading pass's codes where it can (no string of a large table is held in memory),
+from a sample of at most STATISTICS_SAMPLE rows where a sample does.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from apps import tabular_data
+from deployment import phone_inputs
+from pipelines.tables import DATE
+
+STATISTICS_SAMPLE = 200_000  # training values the quantile bins and text vocabularies are taken from, at most
+MIN_COUNT = 2  # a category value seen fewer times in training is "unseen", so the unseen value is learned too
+MAX_VOCABULARY = 10_000
+QUANTILE_BINS = 16
+TEXT_TOKENS = 2_000  # words kept per text column (the most frequent in training)
+
+
+def statistics(prepared: tabular_data.Prepared, rows: np.ndarray, seed: int) -> dict:
+    """What the model bakes in, from the training rows alone: per number (and date) column its median,
+    mean, deviation and quantile edges; per category its vocabulary; per text column a sample of its
+    texts (a TextVectorization adapts on it); the regression target's mean and deviation.
+
+    Category and date statistics come from the codes of the reading pass (a count per distinct value),
+    so no string of a large table is held in memory; numbers and texts from at most STATISTICS_SAMPLE rows
+    where a sample does (quantiles, vocabularies), from every row where it is cheap (medians, means)."""
+    rng = np.random.default_rng([seed % 2**32, 7])
+    sample = np.sort(rows if len(rows) <= STATISTICS_SAMPLE else rng.choice(rows, STATISTICS_SAMPLE, replace=False))
+    which, local = rows >> tabular_data.TABLE_SHIFT, rows & ((1 << tabular_data.TABLE_SHIFT) - 1)
+    out = {"numbers": {}, "categories": {}, "dates": {}, "texts": {}}
+    for c in prepared.inputs:
+        if c.kind == "number":
+            values = np.concatenate([prepared.tables[t].numbers(c.name)[np.sort(local[which == t])]
+                                     for t in np.unique(which)])
+            out["numbers"][c.name] = number_statistics(values, rng)
+        elif c.kind == "text":
+            texts = tabular_data.Reader(prepared.tables, [c]).read(sample)[c.served]
+            out["texts"][c.name] = [t.decode() for t in texts]
+        else:
+            counts = code_counts(prepared, c.name, which, local)
+            values = prepared.tables[0].values(c.name)
+            if c.kind == "date":
+                days = np.array([iso_days(v) for v in values] + [np.nan])  # the last: a code past the limit
+                repeated = np.repeat(days[:len(counts)], counts)
+                out["dates"][c.name] = number_statistics(repeated.astype(np.float32), rng)
+            else:
+                order = sorted((i for i in range(len(values)) if counts[i] >= MIN_COUNT), key=lambda i: -counts[i])
+                out["categories"][c.name] = [values[i] for i in order[:MAX_VOCABULARY]]
+    if not prepared.classes:
+        target = np.concatenate([tabular_data.labels(prepared.tables[t], prepared.target.name, [])[
+            np.sort(local[which == t])] for t in np.unique(which)])
+        out["target"] = {"mean": float(np.mean(target)), "scale": float(np.std(target)) or 1.0}
+    return out
+
+
+def code_counts(prepared: tabular_data.Prepared, name: str, which: np.ndarray, local: np.ndarray) -> np.ndarray:
+    """Training rows per distinct value of a column of --data (the values of other files do not count)."""
+    size = len(prepared.tables[0].values(name))
+    codes = np.asarray(prepared.tables[0].codes(name))[np.sort(local[which == 0])]
+    return np.bincount(codes[codes >= 0], minlength=size)
+
+
+def number_statistics(values: np.ndarray, rng) -> dict:
+    """median, mean, scale (the deviation, 1 when there is none) and quantile bin edges of the present values."""
+    present = values[~np.isnan(values)].astype(np.float64)
+    if not len(present):
+        return {"median": 0.0, "mean": 0.0, "scale": 1.0, "edges": [0.0, 1.0]}
+    sample = present if len(present) <= STATISTICS_SAMPLE else rng.choice(present, STATISTICS_SAMPLE, replace=False)
+    edges = np.unique(np.quantile(sample, np.linspace(0, 1, QUANTILE_BINS + 1)).astype(np.float32))
+    return {"median": float(np.median(present)), "mean": float(present.mean()), "scale": float(present.std()) or 1.0,
+            "edges": [float(e) for e in edges] if len(edges) > 1 else [float(edges[0]), float(edges[0]) + 1.0]}
+
+
+def iso_days(text: str) -> float:
+    """Days since 1970-01-01 of an ISO date as tabular_layers.DateParts reads it, NaN if it is not one."""
+    if not DATE.match(text):
+        return float("nan")
+    year, month, day = int(text[0:4]), int(text[5:7]), int(text[8:10])
+    if not (1 <= month <= 12 and 1 <= day <= 31):
+        return float("nan")
+    return float(phone_inputs.days_from_civil(year, month, day))
