@@ -114,9 +114,9 @@ def load_data(config):
     rows teach the model (apps/tabular_data.py: statistics)."""
     prepared = tabular_data.prepare_once(config)
     splits = tabular_data.as_splits(prepared, config, {})
-    rows = tabular_data.rows_of(prepared, tabular_data.splitting.TRAIN, config.seed)[0]
-    chosen = rows[:tabular_data.SMOKE_ROWS[0]] if config.smoke else rows
-    stats = tabular_statistics.statistics(prepared, chosen, config.seed)
+    smoke = (tabular_data.rows_of(prepared, tabular_data.splitting.TRAIN, config.seed)[0][:tabular_data.SMOKE_ROWS[0]]
+             if config.smoke else None)  # --smoke's statistics come from the rows it trains on
+    stats = tabular_statistics.statistics(prepared, config.seed, smoke)
     vectorizers = {}
     served = {c.name: c.served for c in prepared.inputs}
     for name, texts in stats.pop("texts").items():

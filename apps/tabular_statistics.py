@@ -18,48 +18,59 @@ QUANTILE_BINS = 16
 TEXT_TOKENS = 2_000  # words kept per text column (the most frequent in training)
 
 
-def statistics(prepared: tabular_data.Prepared, rows: np.ndarray, seed: int) -> dict:
-    """What the model bakes in, from the training rows alone: per number (and date) column its median,
-    mean, deviation and quantile edges; per category its vocabulary; per text column a sample of its
-    texts (a TextVectorization adapts on it); the regression target's mean and deviation.
+def statistics(prepared: tabular_data.Prepared, seed: int, rows: np.ndarray | None = None) -> dict:
+    """What the model bakes in, from the training rows alone (or `rows`, row numbers of them: --smoke's):
+    per number (and date) column its median, mean, deviation and quantile edges; per category its
+    vocabulary; per text column a sample of its texts (a TextVectorization adapts on it); the regression
+    target's mean and deviation.
 
     Category and date statistics come from the codes of the reading pass (a count per distinct value),
     so no string of a large table is held in memory; numbers and texts from at most STATISTICS_SAMPLE rows
     where a sample does (quantiles, vocabularies), from every row where it is cheap (medians, means)."""
     rng = np.random.default_rng([seed % 2**32, 7])
-    sample = np.sort(rows if len(rows) <= STATISTICS_SAMPLE else rng.choice(rows, STATISTICS_SAMPLE, replace=False))
-    which, local = rows >> tabular_data.TABLE_SHIFT, rows & ((1 << tabular_data.TABLE_SHIFT) - 1)
+    local = training_rows(prepared, rows)
     out = {"numbers": {}, "categories": {}, "dates": {}, "texts": {}}
     for c in prepared.inputs:
         if c.kind == "number":
-            values = np.concatenate([prepared.tables[t].numbers(c.name)[np.sort(local[which == t])]
-                                     for t in np.unique(which)])
+            values = np.concatenate([table.numbers(c.name)[at] for table, at in zip(prepared.tables, local)])
             out["numbers"][c.name] = number_statistics(values, rng)
         elif c.kind == "text":
-            texts = tabular_data.Reader(prepared.tables, [c]).read(sample)[c.served]
+            texts = tabular_data.Reader(prepared.tables, [c]).read(text_sample(local, rng))[c.served]
             out["texts"][c.name] = [t.decode() for t in texts]
         else:
-            counts = code_counts(prepared, c.name, which, local)
+            codes = np.asarray(prepared.tables[0].codes(c.name))[local[0]]  # training rows are all in --data
             values = prepared.tables[0].values(c.name)
+            counts = np.bincount(codes[codes >= 0], minlength=len(values))
             if c.kind == "date":
-                days = np.array([iso_days(v) for v in values] + [np.nan])  # the last: a code past the limit
-                repeated = np.repeat(days[:len(counts)], counts)
-                out["dates"][c.name] = number_statistics(repeated.astype(np.float32), rng)
+                days = np.array([iso_days(v) for v in values])
+                out["dates"][c.name] = number_statistics(np.repeat(days, counts).astype(np.float32), rng)
             else:
                 order = sorted((i for i in range(len(values)) if counts[i] >= MIN_COUNT), key=lambda i: -counts[i])
                 out["categories"][c.name] = [values[i] for i in order[:MAX_VOCABULARY]]
     if not prepared.classes:
-        target = np.concatenate([tabular_data.labels(prepared.tables[t], prepared.target.name, [])[
-            np.sort(local[which == t])] for t in np.unique(which)])
+        target = np.concatenate([tabular_data.labels(table, prepared.target.name, [], at)
+                                 for table, at in zip(prepared.tables, local)])
         out["target"] = {"mean": float(np.mean(target)), "scale": float(np.std(target)) or 1.0}
     return out
 
 
-def code_counts(prepared: tabular_data.Prepared, name: str, which: np.ndarray, local: np.ndarray) -> np.ndarray:
-    """Training rows per distinct value of a column of --data (the values of other files do not count)."""
-    size = len(prepared.tables[0].values(name))
-    codes = np.asarray(prepared.tables[0].codes(name))[np.sort(local[which == 0])]
-    return np.bincount(codes[codes >= 0], minlength=size)
+def training_rows(prepared: tabular_data.Prepared, rows: np.ndarray | None) -> list:
+    """Per table, the sorted row indices the statistics are taken from (reading a memory map in order)."""
+    if rows is None:
+        return [np.flatnonzero(a == tabular_data.splitting.TRAIN) for a in prepared.assignment]
+    which, at = rows >> tabular_data.TABLE_SHIFT, rows & ((1 << tabular_data.TABLE_SHIFT) - 1)
+    return [np.sort(at[which == t]) for t in range(len(prepared.tables))]
+
+
+def text_sample(local: list, rng) -> np.ndarray:
+    """Row numbers (with their table's bits) of every training row, or of STATISTICS_SAMPLE of them."""
+    total = sum(len(at) for at in local)
+    chosen = np.arange(total) if total <= STATISTICS_SAMPLE else np.sort(rng.choice(total, STATISTICS_SAMPLE,
+                                                                                    replace=False))
+    starts = np.cumsum([0] + [len(at) for at in local])
+    which = np.searchsorted(starts, chosen, side="right") - 1
+    return np.concatenate([local[t][chosen[which == t] - starts[t]] | (t << tabular_data.TABLE_SHIFT)
+                           for t in range(len(local))])
 
 
 def number_statistics(values: np.ndarray, rng) -> dict:
