@@ -28,9 +28,10 @@ import sys
 import tempfile
 import time
 
-from benchmarks import harness
+from benchmarks import harness, tables
 
-APPS = {"mnist": [], "fashion_mnist": [], "regression": [], "sentiment": [], "charlm": ["--sequence-length", "48"]}
+APPS = {"mnist": [], "fashion_mnist": [], "regression": [], "sentiment": [], "charlm": ["--sequence-length", "48"],
+        "tabular": ["--data", str(tables.penguins()), "--target", "species"]}
 PRECISIONS = ("auto", "float16", "bfloat16")
 
 

@@ -18,8 +18,11 @@ from training.transfer import model_path
 def explained_model(config, app) -> tuple[Path, keras.Model]:
     """The version --explain-model names (default: the newest under EXPORT_DIR/<served name>) and its Keras model.
     The served name is the app's (or, for an app whose models are named by the user, its served_name(config))."""
-    name = app.served_name(config) if hasattr(app, "served_name") else app.NAME
-    source = config.explain_model or str(Path(config.export_dir) / name)
+    if config.explain_model:
+        source = config.explain_model
+    else:
+        name = app.served_name(config) if hasattr(app, "served_name") else app.NAME
+        source = str(Path(config.export_dir) / name)
     if not Path(source).exists():
         raise UsageError(f"--explain: no exported model at {source}; train one first (python -m apps.{app.NAME}) or "
                          "name one with --explain-model PATH")
