@@ -113,10 +113,12 @@ def load_data(config):
     """(row number, label) splits whose values vectorize reads from the table's cache, and what the training
     rows teach the model (apps/tabular_data.py: statistics)."""
     prepared = tabular_data.prepare_once(config)
-    splits = tabular_data.as_splits(prepared, config, {})
     smoke = (tabular_data.rows_of(prepared, tabular_data.splitting.TRAIN, config.seed)[0][:tabular_data.SMOKE_ROWS[0]]
              if config.smoke else None)  # --smoke's statistics come from the rows it trains on
+    # The statistics first: their temporaries (a column of the training rows at a time) come and go before
+    # the datasets hold the row numbers, so a large table's peak memory is the larger of the two, not their sum.
     stats = tabular_statistics.statistics(prepared, config.seed, smoke)
+    splits = tabular_data.as_splits(prepared, config, {})
     vectorizers = {}
     served = {c.name: c.served for c in prepared.inputs}
     for name, texts in stats.pop("texts").items():

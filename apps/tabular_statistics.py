@@ -43,7 +43,7 @@ def statistics(prepared: tabular_data.Prepared, seed: int, rows: np.ndarray | No
             counts = np.bincount(codes[codes >= 0], minlength=len(values))
             if c.kind == "date":
                 days = np.array([iso_days(v) for v in values])
-                out["dates"][c.name] = number_statistics(np.repeat(days, counts).astype(np.float32), rng)
+                out["dates"][c.name] = number_statistics(np.repeat(days.astype(np.float32), counts), rng)
             else:
                 order = sorted((i for i in range(len(values)) if counts[i] >= MIN_COUNT), key=lambda i: -counts[i])
                 out["categories"][c.name] = [values[i] for i in order[:MAX_VOCABULARY]]
@@ -75,13 +75,26 @@ def text_sample(local: list, rng) -> np.ndarray:
 
 def number_statistics(values: np.ndarray, rng) -> dict:
     """median, mean, scale (the deviation, 1 when there is none) and quantile bin edges of the present values."""
-    present = values[~np.isnan(values)].astype(np.float64)
+    present = values[~np.isnan(values)]
     if not len(present):
         return {"median": 0.0, "mean": 0.0, "scale": 1.0, "edges": [0.0, 1.0]}
-    sample = present if len(present) <= STATISTICS_SAMPLE else rng.choice(present, STATISTICS_SAMPLE, replace=False)
+    if len(present) <= STATISTICS_SAMPLE:
+        present = sample = present.astype(np.float64)
+        mean, scale = present.mean(), present.std()
+    else:  # millions of values: float32 as read, the sums in float64 a chunk at a time (no float64 copy)
+        sample = rng.choice(present, STATISTICS_SAMPLE, replace=False).astype(np.float64)
+        mean, scale = moments(present)
     edges = np.unique(np.quantile(sample, np.linspace(0, 1, QUANTILE_BINS + 1)).astype(np.float32))
-    return {"median": float(np.median(present)), "mean": float(present.mean()), "scale": float(present.std()) or 1.0,
+    return {"median": float(np.median(present)), "mean": float(mean), "scale": float(scale) or 1.0,
             "edges": [float(e) for e in edges] if len(edges) > 1 else [float(edges[0]), float(edges[0]) + 1.0]}
+
+
+def moments(values: np.ndarray, chunk: int = 1 << 20) -> tuple[float, float]:
+    """Mean and deviation of a large float32 array, accumulated in float64 a chunk at a time."""
+    n = len(values)
+    mean = sum(float(values[i:i + chunk].sum(dtype=np.float64)) for i in range(0, n, chunk)) / n
+    squares = sum(float(np.square(values[i:i + chunk].astype(np.float64) - mean).sum()) for i in range(0, n, chunk))
+    return mean, (squares / n) ** 0.5
 
 
 def iso_days(text: str) -> float:
