@@ -342,6 +342,29 @@ def markdown(record: dict) -> str:
     for r in record["rows"]:
         lines.append(f"| {r['table']} | {r['system']} | {r['metric']} {r['mean']:.4f} ± {r['spread']:.4f} | "
                      f"{r['fit_seconds']:.1f} |")
+    return "\n".join(lines) + "\n\n" + against(record["rows"])
+
+
+PEERS = ("HistGradientBoosting", "linear", "keras.io FeatureSpace")
+
+
+def against(rows: list) -> str:
+    """The suite against each peer, per table: accuracy in points (+ ahead), MAE in % of the peer's (- ahead)."""
+    lines = ["| table | " + " | ".join(f"suite vs {peer}" for peer in PEERS) + " |", "|---" * (len(PEERS) + 1) + "|"]
+    for table in dict.fromkeys(r["table"] for r in rows):
+        mine = {r["system"]: r for r in rows if r["table"] == table}
+        if "suite" not in mine:
+            continue
+        suite, cells = mine["suite"], []
+        for peer in PEERS:
+            theirs = mine[peer]["mean"]
+            if suite["metric"] == "accuracy":
+                gap = 100 * (suite["mean"] - theirs)
+                cells.append(f"{gap:+.2f} points " + ("(ahead)" if gap > 0 else "(even)" if gap == 0 else "(behind)"))
+            else:
+                gap = 100 * (suite["mean"] - theirs) / theirs
+                cells.append(f"{gap:+.1f} % MAE " + ("(ahead)" if gap < 0 else "(behind)"))
+        lines.append(f"| {table} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
