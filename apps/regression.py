@@ -17,7 +17,7 @@ import keras
 from keras import layers
 
 from pipelines import autompg
-from apps import regression_parts
+from apps import ensembles, regression_parts
 from core.config import ModelSpec
 from core.errors import UsageError
 from deployment.export import Serving
@@ -166,18 +166,8 @@ def build_ensemble(config, splits, steps_per_epoch):
     inputs = feature_inputs(splits)
     encoded = preprocess(inputs, splits, makers=True)
     # The members form their own sub-model on the encoded features.
-    features = keras.Input((encoded.shape[-1],), name="encoded_features")
-    regularizer = keras.regularizers.L2(h["l2"]) if h["l2"] else None
-    outputs = []
-    for i in range(h["members"]):
-        x = features
-        for j in range(h["hidden_layers"]):
-            x = layers.Dense(h["units"], activation="relu", kernel_regularizer=regularizer,
-                             name=f"member{i}_dense{j + 1}")(x)
-            x = layers.Dropout(h["dropout"])(x) if h["dropout"] else x
-        outputs.append(layers.Dense(1, name=f"member{i}_mpg")(x))
-    average = layers.Average(dtype="float32", name="average")(outputs) if len(outputs) > 1 else outputs[0]
-    members_model = keras.Model(features, average, name="members")
+    members_model = ensembles.members(encoded.shape[-1], h, lambda i, x: layers.Dense(1, name=f"member{i}_mpg")(x),
+                                      "encoded_features")
     model = keras.Model(inputs, members_model(encoded), name="ensemble")  # [batch, 1], see _output
     rate = config.learning_rate
     if h["schedule"] == "cosine":

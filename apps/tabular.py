@@ -26,7 +26,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from apps import tabular_data, tabular_layers as tl, tabular_parts, tabular_pictures, tabular_statistics
+from apps import ensembles, tabular_data, tabular_layers as tl, tabular_parts, tabular_pictures, tabular_statistics
 from core.config import ModelSpec
 from core.errors import UsageError
 from deployment.export import Serving
@@ -220,23 +220,13 @@ def build_ensemble(config, splits, steps_per_epoch):
     prepared = info["prepared"]
     inputs = {c.served: keras.Input((), dtype=c.dtype, name=c.served) for c in prepared.inputs}
     encoded = features(stage(inputs, info), info, h)
-    width = encoded.shape[-1]
-    member_input = keras.Input((width,), name="encoded_row")
-    regularizer = keras.regularizers.L2(h["l2"]) if h["l2"] else None
     classes = len(prepared.classes)
-    outputs = []
-    for i in range(h["members"]):
-        x = member_input
-        for j in range(h["hidden_layers"]):
-            x = layers.Dense(h["units"], activation="relu", kernel_regularizer=regularizer,
-                             name=f"member{i}_dense{j + 1}")(x)
-            x = layers.Dropout(h["dropout"])(x) if h["dropout"] else x
-        if classes:
-            outputs.append(layers.Dense(classes, activation="softmax", dtype="float32", name=f"member{i}_output")(x))
-        else:
-            outputs.append(layers.Dense(1, dtype="float32", name=f"member{i}_output")(x))
-    average = layers.Average(dtype="float32", name="average")(outputs) if len(outputs) > 1 else outputs[0]
-    members = keras.Model(member_input, average, name="members")(encoded)
+
+    def head(i, x):  # probabilities, or the target on its standardised scale
+        return layers.Dense(classes or 1, activation="softmax" if classes else None, dtype="float32",
+                            name=f"member{i}_output")(x)
+
+    members = ensembles.members(encoded.shape[-1], h, head, "encoded_row")(encoded)
     if classes:
         model = keras.Model(inputs, members, name="ensemble")
         compiled = dict(loss="sparse_categorical_crossentropy", metrics=["accuracy"])

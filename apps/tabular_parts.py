@@ -24,7 +24,7 @@ from deployment import phone_inputs
 from deployment.litert import LiteRT
 from observation import explain, figures
 from pipelines import columns
-from pipelines.tables import MISSING
+from pipelines.tables import MISSING, is_number
 
 
 
@@ -184,20 +184,12 @@ def read_rows(given: str, model) -> tuple[dict, list]:
             try:
                 features[name] = np.array([np.nan if c.lower() in MISSING else float(c) for c in cells], np.float32)
             except ValueError:
-                bad = next(c for c in cells if c.lower() not in MISSING and not _is_number(c))
+                bad = next(c for c in cells if c.lower() not in MISSING and not is_number(c))
                 raise UsageError(f"--explain {given}: column {column!r} takes numbers (or an empty cell for missing), "
                                  f"got {bad!r}") from None
         else:
             features[name] = np.array([c.encode() for c in cells], object)
     return features, rows
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
 
 
 def explain_rows(model, given: str, version) -> explain.Explanation:

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipelines import mirror, sources
+from pipelines.tables import is_number
 from pipelines.input import Splits
 from core.errors import UsageError
 
@@ -50,7 +51,7 @@ def _columns(rows: list[dict], where: str) -> dict:
         try:
             numbers = np.array([float(v) for v in values], np.float64)
         except ValueError:
-            bad = next(i for i, v in enumerate(values) if not _is_number(v))
+            bad = next(i for i, v in enumerate(values) if not is_number(v))
             raise UsageError(f"{where}: row {bad + 1} has {name}={values[bad]!r}, "
                              "which is not a number; fix or drop that row") from None
         if dtype == tf.int64 and np.any(numbers != np.round(numbers)):
@@ -59,14 +60,6 @@ def _columns(rows: list[dict], where: str) -> dict:
     if not set(np.unique(table["origin"])) <= set(ORIGINS):
         raise UsageError(f"{where}: origin must be 1 (USA), 2 (Europe) or 3 (Japan)")
     return table
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
 
 
 def parse_uci(text: str) -> dict:

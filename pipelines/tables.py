@@ -359,6 +359,15 @@ def _as_numbers(stripped: list[str]) -> np.ndarray:
     return numbers
 
 
+def is_number(text: str) -> bool:
+    """Whether float() reads the text (what the reading pass counts as a number)."""
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
 def _number(text: str) -> float:
     try:
         return float(text)
