@@ -204,7 +204,7 @@ def ensemble_space(hp):
     hp.Int("hidden_layers", 1, 3, default=2)
     hp.Choice("units", [32, 64, 128, 256], default=128)
     hp.Float("dropout", 0.0, 0.5, step=0.1, default=0.1)
-    hp.Choice("l2", [0.0, 1e-5, 1e-4, 1e-3], default=1e-4)
+    hp.Choice("l2", [0.0, 1e-5, 1e-4, 1e-3, 1e-2], default=1e-3)
     hp.Boolean("bins", default=True)
     hp.Choice("embedding", [4, 8, 16, 32], default=16)
     hp.Choice("text_units", [8, 16, 32], default=16)

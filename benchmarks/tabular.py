@@ -4,6 +4,7 @@
     python -m benchmarks.tabular                     # 6 tables x 3 seeds, about 40 min on 2 CPU cores
     python -m benchmarks.tabular --tables penguins,cars --seeds 0
     python -m benchmarks.tabular --scale-gb 1        # only the scale rows: a 1 GB CSV, one epoch
+    python -m benchmarks.tabular --hparams l2.json   # the suite with other hyperparameters (a variant)
 
 Tables (benchmarks/tables.py): penguins, cars (vega's Auto MPG with its missing
 values), seattle_weather, and scikit-learn's breast_cancer, wine and diabetes.
@@ -196,13 +197,14 @@ def feature_space(prepared, train, y_train, validation, y_validation, test, y_te
 
 # ---- Rows ------------------------------------------------------------------------------
 
-def run_table(name: str, seeds: list, scratch: Path, data_dir: str, log: Path) -> list[dict]:
+def run_table(name: str, seeds: list, scratch: Path, data_dir: str, log: Path, hparams: str = "") -> list[dict]:
     target, task = tables.TABLES[name]
     path = tables.table(name, scratch / "tables")
     found = {system: [] for system in ("suite", *PEERS)}
     for seed in seeds:
         result = harness.run_app(tabular, ["--data", str(path), "--target", target, "--seed", str(seed),
-                                           "--data-dir", data_dir], scratch, log=log)
+                                           "--data-dir", data_dir, *(["--hparams", hparams] if hparams else [])],
+                                  scratch, log=log)
         metric = "test_accuracy" if task == "classification" else "test_mae"
         found["suite"].append((result.results[metric], result.training_seconds))
         prepared = prepared_for(path, target, seed, data_dir)
@@ -302,6 +304,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--scale-gb", type=float, default=0.0, help="only the scale rows, at a tenth of G and at G")
     parser.add_argument("--json", default="", metavar="DIR")
+    parser.add_argument("--hparams", default="", metavar="FILE",
+                        help="the suite's runs take these hyperparameters (apps.tabular --hparams): a variant's rows")
     args = parser.parse_args(argv)
     scratch = Path(tempfile.mkdtemp(prefix="bench-tabular-"))
     data_dir = str(scratch / "data")
@@ -321,11 +325,12 @@ def main(argv=None) -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = []
     for name in args.tables.split(","):
-        rows += run_table(name, seeds, scratch, data_dir, log)
-        if name == "cars":
+        rows += run_table(name, seeds, scratch, data_dir, log, args.hparams)
+        if name == "cars" and not args.hparams:
             rows += autompg_rows(seeds, scratch, log)
     print(markdown({"rows": rows}))
-    harness.write_json(args.json, "tabular", harness.command("benchmarks.tabular", argv), rows)
+    name = f"tabular-{Path(args.hparams).stem}" if args.hparams else "tabular"  # a variant's rows beside the default's
+    harness.write_json(args.json, name, harness.command("benchmarks.tabular", argv), rows)
 
 
 def markdown(record: dict) -> str:
