@@ -22,7 +22,7 @@ NAME = "fashion_mnist"
 OBJECTIVE = "val_accuracy"
 CLASS_NAMES = fashion_data.CLASS_NAMES
 DEFAULT_MODEL, DP_MODEL, MODELS = images.DEFAULT_MODEL, images.DP_MODEL, images.MODELS
-EXPLAIN_INPUT = ("a 28x28 grey-scale clothing picture (PNG, JPEG or NPY): "
+EXPLAIN_INPUT = ("a picture of clothing (PNG, JPEG, GIF, BMP, WebP or NPY; any size and colours: made 28x28 grey): "
                  "classify it, explain it with Grad-CAM and integrated gradients")
 serving_inputs = images.serving_inputs
 
@@ -48,7 +48,7 @@ def tensorboard_callbacks(logdir, splits, test, config):
 
 
 def explain(model, given: str, version):
-    """--explain FILE: a 28x28 PNG or NPY picture (apps/image_pictures.py)."""
+    """--explain FILE: a picture of any size and colours, made 28x28 grey (apps/image_pictures.py)."""
     return images.explain(model, given, CLASS_NAMES)
 
 

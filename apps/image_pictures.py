@@ -14,7 +14,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from core.errors import UsageError
+from apps import picture_files
 from observation import explain, figures
 from observation.callbacks import Pictures, confusion_matrix
 
@@ -91,39 +91,19 @@ def pictures(logdir, splits, test, class_names) -> list:
 
 
 def read_image(path: str) -> tuple[np.ndarray, str]:
-    """A user's picture as the model's uint8 [28, 28, 1] input, and a note on what was done to it.
+    """A user's picture as the model's uint8 [28, 28, 1] input, and what was done to it in one line.
 
-    PNG/JPEG (any colour mode; grey-scaled) or NPY ([28, 28] or [28, 28, 1]; 0..255, or 0..1 floats).
-    A light background (a dark digit drawn on white) is inverted to MNIST's white on black.
+    Any format, size and colour mode (apps/picture_files.py: grey-scaled, padded to a square and resized), or
+    NPY. A light background (a dark digit drawn on white) is inverted to MNIST's white on black.
     """
-    file = Path(path)
-    if not file.is_file():
-        raise UsageError(f"--explain {path}: no such file; give a 28x28 PNG or NPY image")
-    if file.suffix.lower() == ".npy":
-        try:
-            array = np.load(file, allow_pickle=False)
-        except (ValueError, OSError) as err:
-            raise UsageError(f"--explain {path}: not a NumPy array file ({err})") from None
-        if array.dtype.kind == "f" and array.size and array.max() <= 1.0:
-            array = array * 255.0
-    else:
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            array = np.asarray(Image.open(file).convert("L"))
-        except (UnidentifiedImageError, OSError) as err:
-            raise UsageError(f"--explain {path}: not an image file ({err}); give a 28x28 PNG or NPY image") from None
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.shape != (28, 28):
-        raise UsageError(f"--explain {path}: the image is {'x'.join(map(str, array.shape))}; the model takes 28x28 "
-                         "grey-scale images (resize it to 28x28 first)")
-    array = np.clip(np.asarray(array, np.float64), 0, 255).round().astype(np.uint8)
+    array, note = picture_files.read(path, (28, 28), channels=1)
+    array = array[..., 0]
     border = np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]])
-    note = ""
+    notes = [note] if note else []
     if border.mean() > 127:
-        array, note = 255 - array, "light background: inverted to white on black, as the training images are"
-    return array[..., None], note
+        array = 255 - array
+        notes.append("light background: inverted to white on black, as the training images are")
+    return array[..., None], "; ".join(notes)
 
 
 def explain_file(model, given: str, class_names) -> explain.Explanation:

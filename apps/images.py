@@ -217,5 +217,6 @@ def tensorboard_callbacks(logdir, splits, test, class_names):
 
 
 def explain(model, given: str, class_names):
-    """--explain FILE: a 28x28 PNG or NPY picture's prediction, Grad-CAM and integrated gradients."""
+    """--explain FILE: a picture's prediction (any size and colours, made 28x28 grey), Grad-CAM and integrated
+    gradients."""
     return image_pictures.explain_file(model, given, class_names)

@@ -17,7 +17,7 @@ NAME = "mnist"
 OBJECTIVE = "val_accuracy"  # what python -m tuning mnist maximises
 CLASS_NAMES = tuple(str(d) for d in range(10))
 DEFAULT_MODEL, DP_MODEL, MODELS = images.DEFAULT_MODEL, images.DP_MODEL, images.MODELS
-EXPLAIN_INPUT = ("a 28x28 grey-scale digit picture (PNG, JPEG or NPY): "
+EXPLAIN_INPUT = ("a picture of a digit (PNG, JPEG, GIF, BMP, WebP or NPY; any size and colours: made 28x28 grey): "
                  "classify it, explain it with Grad-CAM and integrated gradients")
 serving_inputs = images.serving_inputs
 
@@ -42,7 +42,7 @@ def tensorboard_callbacks(logdir, splits, test, config):
 
 
 def explain(model, given: str, version):
-    """--explain FILE: a 28x28 PNG or NPY picture (apps/image_pictures.py)."""
+    """--explain FILE: a picture of any size and colours, made 28x28 grey (apps/image_pictures.py)."""
     return images.explain(model, given, CLASS_NAMES)
 
 

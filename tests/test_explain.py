@@ -113,17 +113,58 @@ def test_explain_a_users_picture_and_refuse_bad_ones(tmp_path, trained_cnn, mnis
                         "--explain-to", str(tmp_path / "two.png")]) == 0
     assert "prediction:   2" in capsys.readouterr().out and Image.open(tmp_path / "two.png").size[0] > 300
 
-    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "big.png")
     (tmp_path / "notes.png").write_text("not a picture")
-    for given, export, words in [("big.png", "sm", "the image is 32x32; the model takes 28x28"),
-                                 ("nope.png", "sm", "no such file"),
-                                 ("notes.png", "sm", "not an image file"),
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    np.save(tmp_path / "cube.npy", np.zeros((2, 28, 28, 1)))
+    for given, export, words in [("nope.png", "sm", "no such file"),
+                                 ("notes.png", "sm", "not a picture Pillow can read"),
+                                 ("empty.jpg", "sm", "not a picture Pillow can read"),
+                                 ("cube.npy", "sm", "shape [2, 28, 28, 1] and type float64 is not a picture"),
                                  ("drawn.png", "empty", "no exported model at")]:
         code = main(mnist, ["--explain", str(tmp_path / given), "--export-dir", str(tmp_path / export),
                             "--logdir", str(tmp_path / "runs")])
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and err.startswith("error: --explain") and words in err, err
     assert sorted(p.name for p in picture.parent.iterdir()) == ["drawn-1.png"]  # nothing written for bad input
+
+
+def test_explain_takes_a_picture_of_any_size_format_and_colour_mode(tmp_path, trained_cnn, mnist_arrays, capsys):
+    """A photo of a digit as people have one: larger, in colour, 16-bit, CMYK, transparent, animated, a
+    NumPy array of another size; each is made 28x28 grey, said in one line, and still read as a 7."""
+    from apps import mnist
+    from cli.main import main
+
+    version = tmp_path / "sm" / "mnist" / "1"
+    version.mkdir(parents=True)
+    trained_cnn.save(version / "model.keras")
+    seven = Image.fromarray(255 - mnist_arrays["x_test"][0, ..., 0])  # dark on white
+    photo = seven.resize((100, 100), Image.BICUBIC)
+    wide = Image.new("L", (150, 100), 255)
+    wide.paste(photo, (25, 0))
+    rgba = Image.new("RGBA", (84, 84), (0, 0, 0, 0))  # black strokes on a transparent background
+    rgba.putalpha(Image.fromarray(mnist_arrays["x_test"][0, ..., 0]).resize((84, 84)))
+    cases = {
+        "photo.png": (photo.convert("RGB"), "a 100x100 RGB PNG: grey-scaled, resized to 28x28"),
+        "wide.jpg": (wide, "a 150x100 L JPEG: padded to a square with its border's colour, resized to 28x28"),
+        "deep.png": (Image.fromarray(np.asarray(photo, np.uint16) * 257), "a 100x100 I;16 PNG: 16-bit values "
+                                                                           "scaled to 0..255, resized to 28x28"),
+        "cmyk.jpg": (photo.convert("CMYK"), "a 100x100 CMYK JPEG: grey-scaled, resized to 28x28"),
+        "clear.png": (rgba, "a 84x84 RGBA PNG: transparency laid over white, grey-scaled, resized to 28x28"),
+        "moving.gif": (photo.convert("P"), "a 100x100 P GIF: grey-scaled, resized to 28x28"),
+    }
+    for name, (image, _) in cases.items():
+        if name.endswith(".gif"):  # two frames: the first is the digit
+            image.save(tmp_path / name, save_all=True, append_images=[Image.new("P", (100, 100))])
+        else:
+            image.save(tmp_path / name)
+    np.save(tmp_path / "big.npy", np.asarray(photo.convert("RGB")))  # [100, 100, 3] uint8
+    cases["big.npy"] = (None, "a 100x100 RGB NumPy array: grey-scaled, resized to 28x28")
+    for name, (_, said) in cases.items():
+        assert main(mnist, ["--explain", str(tmp_path / name), "--explain-model", str(version),
+                            "--explain-to", str(tmp_path / f"{name}.explained.png")]) == 0, name
+        out = capsys.readouterr().out
+        assert "prediction:   7" in out and said in out and "light background: inverted" in out, (name, out)
+        assert out.count(said) == 1 and Image.open(tmp_path / f"{name}.explained.png").size[0] > 300
 
 
 def test_grad_cam_reads_the_last_convolution_before_it_is_pooled():
