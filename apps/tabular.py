@@ -194,7 +194,11 @@ def features(staged: dict, info: dict, h: dict):
         dimensions = [min(h["embedding"], max(2, round(1.6 * size ** 0.56))) for size in sizes]  # fast.ai's rule
         parts.append(tl.CategoryEmbeddings(sizes, dimensions, name="embeddings")(staged["categories"]))
     for key in [k for k in staged if k.startswith("text_")]:
-        parts.append(layers.Dense(h["text_units"], name=f"{key}_projection")(staged[key]))
+        # The projection has the members' L2: a column of near-unique short texts (a car's name) is otherwise
+        # learned row by row.
+        regularizer = keras.regularizers.L2(h["l2"]) if h["l2"] else None
+        parts.append(layers.Dense(h["text_units"], kernel_regularizer=regularizer, name=f"{key}_projection")(
+            staged[key]))
     return parts[0] if len(parts) == 1 else layers.Concatenate(name="features")(parts)
 
 
