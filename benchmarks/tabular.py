@@ -363,12 +363,14 @@ def against(rows: list) -> str:
         suite, cells = mine["suite"], []
         for peer in PEERS:
             theirs = mine[peer]["mean"]
+            # Rounded as printed before the verdict: the app's accuracy is a float32 count of test rows, the peers'
+            # a float64 one, so "even" differs in the eighth digit.
             if suite["metric"] == "accuracy":
-                gap = 100 * (suite["mean"] - theirs)
+                gap = round(100 * (suite["mean"] - theirs), 2)
                 cells.append(f"{gap:+.2f} points " + ("(ahead)" if gap > 0 else "(even)" if gap == 0 else "(behind)"))
             else:
-                gap = 100 * (suite["mean"] - theirs) / theirs
-                cells.append(f"{gap:+.1f} % MAE " + ("(ahead)" if gap < 0 else "(behind)"))
+                gap = round(100 * (suite["mean"] - theirs) / theirs, 1)
+                cells.append(f"{gap:+.1f} % MAE " + ("(ahead)" if gap < 0 else "(even)" if gap == 0 else "(behind)"))
         lines.append(f"| {table} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
