@@ -13,7 +13,7 @@ def members(width: int, h: dict, head, input_name: str) -> keras.Model:
     encoded row, member i ending in head(i, x), their outputs averaged in float32. Layers are named
     member<i>_dense<j>, so --init-from finds them in any model built here."""
     features = keras.Input((width,), name=input_name)
-    regularizer = keras.regularizers.L2(h["l2"]) if h["l2"] else None
+    regularizer = l2(h)
     outputs = []
     for i in range(h["members"]):
         x = features
@@ -24,3 +24,8 @@ def members(width: int, h: dict, head, input_name: str) -> keras.Model:
         outputs.append(head(i, x))
     average = layers.Average(dtype="float32", name="average")(outputs) if len(outputs) > 1 else outputs[0]
     return keras.Model(features, average, name="members")
+
+
+def l2(h: dict):
+    """The members' weight penalty, h["l2"] (None at 0): also for the layers that feed them (apps/tabular.py)."""
+    return keras.regularizers.L2(h["l2"]) if h["l2"] else None

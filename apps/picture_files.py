@@ -48,7 +48,8 @@ def read(path: str, size: tuple[int, int], channels: int) -> tuple[np.ndarray, s
         values = np.asarray(image, np.float64)
         top = 65535.0 if values.max(initial=0) > 255 else 255.0
         image = Image.fromarray(np.clip(values * 255.0 / top, 0, 255).round().astype(np.uint8))
-        done.append("16-bit values scaled to 0..255" if top > 255 else "")
+        if top > 255:
+            done.append("16-bit values scaled to 0..255")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         white = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(white, image.convert("RGBA"))
@@ -61,8 +62,8 @@ def read(path: str, size: tuple[int, int], channels: int) -> tuple[np.ndarray, s
         width, height = image.size
         if width != height:
             side = max(width, height)
-            border = np.concatenate([np.asarray(image)[[0, -1]].reshape(-1, channels),
-                                     np.asarray(image)[:, [0, -1]].reshape(-1, channels)])
+            pixels = np.asarray(image)
+            border = np.concatenate([pixels[[0, -1]].reshape(-1, channels), pixels[:, [0, -1]].reshape(-1, channels)])
             fill = tuple(int(v) for v in np.median(border, axis=0))
             square = Image.new(mode, (side, side), fill[0] if channels == 1 else fill)
             square.paste(image, ((side - width) // 2, (side - height) // 2))
@@ -71,7 +72,6 @@ def read(path: str, size: tuple[int, int], channels: int) -> tuple[np.ndarray, s
         image = image.resize((size[1], size[0]), Image.LANCZOS, reducing_gap=3.0)
         done.append(f"resized to {size[1]}x{size[0]}")
     pixels = np.asarray(image, np.uint8).reshape(size[0], size[1], channels)
-    done = [d for d in done if d]
     return pixels, (f"{described}: {', '.join(done)}" if done else "")
 
 

@@ -196,8 +196,7 @@ def features(staged: dict, info: dict, h: dict):
     for key in [k for k in staged if k.startswith("text_")]:
         # The projection has the members' L2: a column of near-unique short texts (a car's name) is otherwise
         # learned row by row.
-        regularizer = keras.regularizers.L2(h["l2"]) if h["l2"] else None
-        parts.append(layers.Dense(h["text_units"], kernel_regularizer=regularizer, name=f"{key}_projection")(
+        parts.append(layers.Dense(h["text_units"], kernel_regularizer=ensembles.l2(h), name=f"{key}_projection")(
             staged[key]))
     return parts[0] if len(parts) == 1 else layers.Concatenate(name="features")(parts)
 

@@ -329,8 +329,8 @@ def main(argv=None) -> None:
         if name == "cars" and not args.hparams:
             rows += autompg_rows(seeds, scratch, log)
     print(markdown({"rows": rows}))
-    name = f"tabular-{Path(args.hparams).stem}" if args.hparams else "tabular"  # a variant's rows beside the default's
-    harness.write_json(args.json, name, harness.command("benchmarks.tabular", argv), rows)
+    record = f"tabular-{Path(args.hparams).stem}" if args.hparams else "tabular"  # a variant's beside the default's
+    harness.write_json(args.json, record, harness.command("benchmarks.tabular", argv), rows)
 
 
 def markdown(record: dict) -> str:
