@@ -143,7 +143,10 @@ def test_explain_takes_a_picture_of_any_size_format_and_colour_mode(tmp_path, tr
     wide.paste(photo, (25, 0))
     rgba = Image.new("RGBA", (84, 84), (0, 0, 0, 0))  # black strokes on a transparent background
     rgba.putalpha(Image.fromarray(mnist_arrays["x_test"][0, ..., 0]).resize((84, 84)))
+    grey = Image.fromarray((60 + np.asarray(photo, np.float64) * 140 / 255).astype(np.uint8))  # pencil on grey paper
     cases = {
+        "paper.png": (grey, "a 100x100 L PNG: resized to 28x28; light background: inverted to white on black, as "
+                            "the training images are; levels stretched: 55.."),
         "photo.png": (photo.convert("RGB"), "a 100x100 RGB PNG: grey-scaled, resized to 28x28"),
         "wide.jpg": (wide, "a 150x100 L JPEG: padded to a square with its border's colour, resized to 28x28"),
         "deep.png": (Image.fromarray(np.asarray(photo, np.uint16) * 257), "a 100x100 I;16 PNG: 16-bit values "
