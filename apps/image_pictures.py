@@ -39,7 +39,7 @@ def explain_images(model, images: np.ndarray, classes: np.ndarray) -> dict:
     attributions = []
     for image, c in zip(images.astype(np.float32) / 255.0, classes):
         f = lambda x, c=c: pixels(x, training=False)[:, c]  # noqa: E731  one class's probability
-        attributions.append(explain.integrated_gradients(f, image, np.zeros_like(image))[..., 0])
+        attributions.append(explain.integrated_gradients(f, image, np.zeros_like(image)).sum(-1))  # over channels
     maps["integrated gradients"] = np.stack(attributions)
     return maps
 
@@ -51,7 +51,7 @@ def pick(predicted, labels, count: int = EXPLAINED) -> np.ndarray:
     return np.sort(np.concatenate([wrong, right[:count - len(wrong)]]))
 
 
-def explanation_figure(model, images, labels, probabilities, class_names, title: str):
+def explanation_figure(model, images, labels, probabilities, class_names, title: str, grey: str = "gray_r"):
     """Grad-CAM and integrated gradients of up to 3 wrong and 3 right of `images`, given the model's probabilities."""
     predicted = probabilities.argmax(-1)
     chosen = pick(predicted, labels)
@@ -60,10 +60,10 @@ def explanation_figure(model, images, labels, probabilities, class_names, title:
                 f"({probabilities[i, predicted[i]]:.2f})\ntrue {class_names[labels[i]]}"
                 for i in chosen]
     return figures.image_explanations(images[chosen], maps, captions, [predicted[i] != labels[i] for i in chosen],
-                                      f"What the model looks at for its predicted class, {title}")
+                                      f"What the model looks at for its predicted class, {title}", grey)
 
 
-def pictures(logdir, splits, test, class_names) -> list:
+def pictures(logdir, splits, test, class_names, grey: str = "gray_r", train_begin=None) -> list:
     """Every epoch: 32 test images with their predictions, and explanations of right and wrong ones
     among the first POOL. At the end: the test set's confusion matrix, and explanations picked from
     the whole test set (one prediction of it serves both)."""
@@ -73,9 +73,9 @@ def pictures(logdir, splits, test, class_names) -> list:
     def epoch_end(model, when):
         probabilities = model.predict(images, verbose=0)
         grid = figures.sample_grid(images[:32], probabilities[:32].argmax(-1), probabilities[:32].max(-1), labels[:32],
-                                   names, f"First 32 test images, {when}")
+                                   names, f"First 32 test images, {when}", grey=grey)
         return {"sample_predictions": grid,
-                "explanations": explanation_figure(model, images, labels, probabilities, names, when)}
+                "explanations": explanation_figure(model, images, labels, probabilities, names, when, grey)}
 
     def train_end(model, when):
         every, truth = (np.concatenate(a) for a in zip(*((np.asarray(x), np.asarray(y)) for x, y in test)))
@@ -85,9 +85,9 @@ def pictures(logdir, splits, test, class_names) -> list:
                  "class, columns: predicted class")
         return {"confusion_matrix": figures.confusion_matrix(matrix, names, title),
                 "explanations": explanation_figure(model, every, truth, probabilities, names,
-                                                   f"whole test set, {when}")}
+                                                   f"whole test set, {when}", grey)}
 
-    return [Pictures(logdir, epoch_end, train_end)]
+    return [Pictures(logdir, epoch_end, train_end, train_begin)]
 
 
 def read_image(path: str) -> tuple[np.ndarray, str]:

@@ -89,7 +89,7 @@ def batch_norm_momentum(total_steps: int) -> float:
     return 0.99 if total_steps < 100 else 0.9
 
 
-def _conv_bn(x, filters, momentum, norm):
+def conv_bn(x, filters, momentum, norm):
     """Conv 3x3 -> batch norm -> ReLU, pooled 2x2 before the batch norm or after the ReLU.
 
     after_pool (the default) normalises and rectifies a quarter of the values:
@@ -123,7 +123,7 @@ def build_cnn_bn(config, splits, steps_per_epoch):
     one-cycle schedule (warm up for 20 % of the steps, then cosine decay).
 
     Batch norm and the schedule are what take S2 from ~99.2 % to >= 99.5 % on
-    MNIST. Each block pools before its batch norm (_conv_bn). Measured and not
+    MNIST. Each block pools before its batch norm (conv_bn). Measured and not
     taken (10 epochs, docs/results.md): 48/96 filters with a 256-unit layer, label
     smoothing, a peak rate of 1e-2, batch 256, weight decay 0.05-0.1: all
     ended at 99.50-99.54 %, as this does, and the wider net cost 1.7x a step.
@@ -134,7 +134,7 @@ def build_cnn_bn(config, splits, steps_per_epoch):
     momentum = batch_norm_momentum(total_steps)
     image, x = _inputs()
     for block in range(h["conv_blocks"]):  # 28 -> 26 -> 13 -> 11 -> 5 (-> 3 -> 1)
-        x = _conv_bn(x, h["filters"] * 2 ** block, momentum, h["norm"])
+        x = conv_bn(x, h["filters"] * 2 ** block, momentum, h["norm"])
     x = layers.Flatten()(x)
     x = layers.Dropout(h["dropout"])(x)
     x = layers.Dense(h["dense_units"], use_bias=False)(x)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 from pathlib import Path
 
 import keras
@@ -29,7 +28,7 @@ from keras import layers
 from apps import ensembles, tabular_data, tabular_layers as tl, tabular_parts, tabular_pictures, tabular_statistics
 from core.config import ModelSpec
 from core.errors import UsageError
-from deployment.export import Serving
+from deployment.export import Serving, model_name
 from pipelines import columns
 
 NAME = "tabular"
@@ -97,14 +96,7 @@ def default_epochs(config) -> int:
 def served_name(config) -> str:
     """The TF Serving model name: --name, or the data file's name without its extension."""
     o = config.options
-    given = o["name"] or (Path(o["data"]).stem if o["data"] else "")
-    if not given:
-        raise UsageError("--explain with apps.tabular: say which model with --name NAME (or --data FILE, or "
-                         "--explain-model PATH)")
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", given).strip("_.-")
-    if not name:
-        raise UsageError(f"--name {given!r}: a model name needs letters or digits")
-    return name
+    return model_name(o["name"] or (Path(o["data"]).stem if o["data"] else ""), NAME, "--data FILE")
 
 
 # ---- Data -------------------------------------------------------------------

@@ -32,7 +32,8 @@ NOISE = (
     r"|Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered|TF-TRT Warning"
     r"|Could not find TensorRT|Could not find cuda drivers"
     r"|oneDNN supports DT_BOOL only on platforms with AVX-512"  # E-level, and only a note on a fallback;
-    r"|oneDNN supports DT_HALF only on platforms with AVX-512)",  # a float16 run says it in its own words
+    r"|oneDNN supports DT_HALF only on platforms with AVX-512"  # a float16 run says it in its own words
+    r"|jpeg_mem\.cc:\d+\] (Premature end of JPEG|Corrupt JPEG))",  # a damaged picture: the image app lists it
     # 2nd line of one
     r"^To enable the following instructions: .*rebuild TensorFlow with the appropriate compiler flags",
     # TFDS, on a data folder another version left behind

@@ -13,9 +13,12 @@ the LiteRT files within tolerance and applies the publishing gate.
 """
 from __future__ import annotations
 
+import base64
+
 import errno
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -96,12 +99,31 @@ def write_saved_model(serving: Serving, model, path: Path) -> None:
     archive.write_out(str(path), verbose=False)
 
 
+def model_name(given: str, app: str, what: str) -> str:
+    """A served model's name from --name or the user's data (`what`: "--data FILE"), as a folder and TF
+    Serving name: letters, digits, _ . - (others become _)."""
+    from core.errors import UsageError
+
+    if not given:
+        raise UsageError(f"--explain with apps.{app}: say which model with --name NAME (or {what}, or "
+                         "--explain-model PATH)")
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", given).strip("_.-")
+    if not name:
+        raise UsageError(f"--name {given!r}: a model name needs letters or digits")
+    return name
+
+
 def _json_value(value):
     array = np.asarray(value)
     if array.dtype == np.float32:  # 50.4, not float64's 50.400001525878906: numpy's shortest float32 digits
         return np.array([float(str(x)) for x in array.ravel()], dtype=object).reshape(array.shape).tolist()
     value = array.tolist()
-    return value.decode("utf-8") if isinstance(value, bytes) else value
+    if isinstance(value, bytes):  # text as itself; other bytes (an encoded picture) as TF Serving's {"b64": ...}
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return {"b64": base64.b64encode(value).decode("ascii")}
+    return value
 
 
 def sample_request(inputs: dict, rows: int = 2) -> dict:

@@ -37,6 +37,12 @@ The JSON: {"inputs": {<tflite input>: <encoder>}} where an encoder is one of
            the name's first word, ASCII-lower-cased, renamed by A, then one_hot
       {"from": NAME, "op": "contains", "text": T}        1.0 if the ASCII-lower-cased name contains T
       then, with "mean" and "variance" (one per column): (x - mean) / max(sqrt(variance), 1e-7)
+  {"type": "image", "from": NAME, "size": S, "channels": C}
+      encoded picture bytes -> uint8 [batch, S, S, C]: decoded by content (JPEG, PNG, GIF's first frame,
+      BMP, WebP), transparency laid over white, grey by luma (0.2989 R + 0.587 G + 0.114 B) when C is 1,
+      stretched to S x S by antialiased bilinear resizing, rounded. Done here with TensorFlow's own
+      decoder (pipelines/image_files.py: decode); a phone's decoder and resizer land within a grey level
+      or two of it.
 text steps, in order: "prefix" and "suffix" added; "standardize": null, "lower"
 (ASCII letters only, as tf.strings.lower) or "lower_and_strip_punctuation"
 (then every character of PUNCTUATION removed); "split": "whitespace" (runs of
@@ -197,6 +203,16 @@ def _category_ids(column: dict, values) -> np.ndarray:
     return np.array([missing if _is_missing(v) else index.get(_text(v).strip(), 0) for v in values], np.int32)
 
 
+def _images(encoder: dict, data) -> np.ndarray:
+    import tensorflow as tf
+
+    from pipelines.image_files import decode
+
+    size, channels = encoder["size"], encoder["channels"]
+    pictures = [decode(tf.constant(b), size, channels).numpy() for b in np.asarray(data, object).tolist()]
+    return np.stack(pictures) if pictures else np.zeros((0, size, size, channels), np.uint8)
+
+
 def encode(encoder: dict, raw: dict) -> np.ndarray:
     """One tflite input for a batch of raw examples."""
     kind = encoder["type"]
@@ -208,6 +224,8 @@ def encode(encoder: dict, raw: dict) -> np.ndarray:
             scale = np.maximum(np.sqrt(np.asarray(encoder["variance"], np.float32)), np.float32(1e-7))
             out = (out - np.asarray(encoder["mean"], np.float32)) / scale
         return out.astype(np.float32)
+    if kind == "image":
+        return _images(encoder, raw[encoder["from"]])
     if kind == "category_ids":
         return np.stack([_category_ids(c, np.asarray(raw[c["from"]]).tolist()) for c in encoder["columns"]], axis=1)
     texts = [_text(t) for t in np.asarray(raw[encoder["from"]]).tolist()]

@@ -156,7 +156,14 @@ class SessionModel:
                               [d.size for d in v.tensor_shape.dim]) for k, v in signature.inputs.items()}
 
     def run(self, feeds: dict) -> dict:
-        return self.session.run(self.outputs, feed_dict={self.inputs[k]: v for k, v in feeds.items()})
+        import tensorflow as tf
+
+        try:
+            return self.session.run(self.outputs, feed_dict={self.inputs[k]: v for k, v in feeds.items()})
+        except tf.errors.InvalidArgumentError as err:  # the model refused the values (a picture that is none)
+            said = next((line.strip() for line in err.message.splitlines() if "assertion failed" in line),
+                        err.message.splitlines()[0])
+            raise BadRequest(said.replace("assertion failed: ", "").strip("[]")) from None
 
     def predict(self, body) -> dict:
         feeds, rows = to_feeds(body, self.signature)

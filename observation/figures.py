@@ -54,46 +54,67 @@ def confusion_matrix(matrix: np.ndarray, class_names, title: str):
     return figure
 
 
-def sample_grid(images: np.ndarray, predicted, probability, true, class_names, title: str, columns: int = 8):
-    """Each image with "predicted (p) / true" above it; wrong ones in red with a red frame.
+def show(ax, image: np.ndarray, grey: str = "gray_r") -> None:
+    """One picture: RGB as it is, grey ([H, W] or [H, W, 1]) through the `grey` colour map (the 28x28 apps'
+    white-on-black digits are drawn black on white, "gray_r"; a user's grey photos as they are, "gray")."""
+    if image.ndim == 3 and image.shape[-1] == 3:
+        ax.imshow(image if image.dtype == np.uint8 else np.clip(image, 0, 255).astype(np.uint8))
+    else:
+        ax.imshow(image.squeeze(), cmap=grey, **(dict(vmin=0, vmax=255) if image.dtype == np.uint8 else {}))
+
+
+def sample_grid(images: np.ndarray, predicted, probability, true, class_names, title: str, columns: int = 8,
+                grey: str = "gray_r"):
+    """Each image with "predicted (p) / true" above it; wrong ones in red with a red frame (predicted None:
+    each with its class only).
 
     One axes with the images tiled into one picture (32 subplots took a second to draw, every epoch)."""
     n, (h, w) = len(images), images.shape[1:3]
     rows, gap = -(-n // columns), 12  # gap: room above each image for its two-line caption, in pixels
-    canvas = np.full((rows * (h + gap), columns * (w + 2)), np.nan)
+    colour = images.ndim == 4 and images.shape[-1] == 3
+    canvas = np.full((rows * (h + gap), columns * (w + 2), *((3,) if colour else ())), 1.0 if colour else np.nan)
     for i, image in enumerate(images):
         r, c = divmod(i, columns)
-        canvas[r * (h + gap) + gap:(r + 1) * (h + gap), c * (w + 2):c * (w + 2) + w] = image.squeeze()
-    figure, ax = plt.subplots(figsize=(columns * 1.25, rows * 1.6 + 0.5), dpi=100, layout="constrained")
-    ax.imshow(np.ma.masked_invalid(canvas), cmap="gray_r", interpolation="nearest")
+        canvas[r * (h + gap) + gap:(r + 1) * (h + gap), c * (w + 2):c * (w + 2) + w] = (
+            image / 255.0 if colour else image.squeeze())
+    figure, ax = plt.subplots(figsize=(columns * 1.25 * max(1.0, w / h), rows * 1.6 + 0.5), dpi=100,
+                              layout="constrained")
+    if colour:
+        ax.imshow(canvas, interpolation="nearest")
+    else:
+        ax.imshow(np.ma.masked_invalid(canvas), cmap=grey, interpolation="nearest")
     ax.axis("off")
     for i in range(n):
         r, c = divmod(i, columns)
-        wrong = predicted[i] != true[i]
+        wrong = predicted is not None and predicted[i] != true[i]
         x, y = c * (w + 2) + w / 2, r * (h + gap) + gap - 1
-        ax.text(x, y, f"{class_names[predicted[i]]} ({probability[i]:.2f})\ntrue {class_names[true[i]]}", ha="center",
-                va="bottom", fontsize=8, color=WRONG if wrong else "black")
+        said = (f"{class_names[predicted[i]]} ({probability[i]:.2f})\ntrue {class_names[true[i]]}"
+                if predicted is not None else class_names[true[i]])
+        ax.text(x, y, said, ha="center", va="bottom", fontsize=8, color=WRONG if wrong else "black")
         if wrong:
             ax.add_patch(plt.Rectangle((c * (w + 2) - 0.5, r * (h + gap) + gap - 0.5), w, h, fill=False,
                                        edgecolor=WRONG, linewidth=2))
+    if predicted is None:  # pictures with their labels only
+        ax.set_title(title, fontsize=10)
+        return figure
     wrong = int(np.sum(np.asarray(predicted) != np.asarray(true)))
     ax.set_title(f"{title}: predicted (probability) / true; {wrong} of {n} wrong, in red", fontsize=10)
     return figure
 
 
-def image_explanations(images, maps: dict, captions: list[str], wrong: list[bool], title: str):
+def image_explanations(images, maps: dict, captions: list[str], wrong: list[bool], title: str, grey: str = "gray_r"):
     """One row per image: the image, then each map over it. maps: {method: [N, H, W]}, signed
     (attributions, on a symmetric red-blue scale) or not (Grad-CAM, 0..1 on top of the image)."""
     n, columns = len(images), 1 + len(maps)
     figure, axes = plt.subplots(n, columns, figsize=(2.0 * columns + 1.0, 1.75 * n + 0.9), dpi=100,
                                 layout="constrained", squeeze=False)
     for i in range(n):
-        axes[i, 0].imshow(images[i].squeeze(), cmap="gray_r")
+        show(axes[i, 0], images[i], grey)
         axes[i, 0].set_ylabel(captions[i], fontsize=8, color=WRONG if wrong[i] else "black")
         for j, (method, values) in enumerate(maps.items(), start=1):
             ax = axes[i, j]
             if values[i].min() >= 0:  # Grad-CAM: where the class's evidence is, over the image
-                ax.imshow(images[i].squeeze(), cmap="gray_r")
+                show(ax, images[i], grey)
                 shown = ax.imshow(np.ma.masked_less(values[i], 0.05), cmap="jet", alpha=0.5, vmin=0, vmax=1)
             else:  # attributions, each image's own scale: -1 and 1 are its strongest pixels
                 limit = max(np.abs(values[i]).max(), 1e-12)

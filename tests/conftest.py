@@ -167,6 +167,15 @@ def wait_until(condition, proc, what: str, timeout=300):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def kill_when(args: list, run_dirs, condition, what: str) -> None:
+    """Start `python -m <args>`, SIGKILL it once condition(its run folder) holds (wait_until's timeout)."""
+    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    wait_until(lambda: run_dirs() and condition(run_dirs()[0]), proc, what)
+    proc.kill()
+    proc.communicate()
+
+
 def where(global_step: int, steps_per_epoch: int) -> str:
     """A position as runs print it (resuming ..., stopped: ...)."""
     epoch, step = divmod(global_step, steps_per_epoch)

@@ -14,14 +14,12 @@ from __future__ import annotations
 import csv
 import json
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import ONLY_TRAINING, ROOT, backup_steps, cli, error_lines, in_process, rows, wait_until
+from conftest import ONLY_TRAINING, backup_steps, cli, error_lines, in_process, kill_when, rows
 
 from benchmarks import tables as real
 from core.errors import UsageError
@@ -356,15 +354,9 @@ def test_a_killed_run_resumes_and_ends_bit_identical(tmp_path):
             "--smoke", "--logdir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "export")]
     run_dirs = lambda: list((tmp_path / "runs" / "tabular").glob("ensemble-*"))  # noqa: E731
 
-    def kill_when(condition, what):
-        proc = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        wait_until(lambda: run_dirs() and condition(run_dirs()[0]), proc, what)
-        proc.kill()
-        proc.communicate()
-
-    kill_when(lambda d: 8 in backup_steps(d / "backup"), "the end of epoch 1")  # just after an epoch boundary
-    kill_when(lambda d: any(r["global_step"] >= 21 for r in rows(d)), "step 21")  # inside epoch 3
+    # just after an epoch boundary, then inside epoch 3
+    kill_when(args, run_dirs, lambda d: 8 in backup_steps(d / "backup"), "the end of epoch 1")
+    kill_when(args, run_dirs, lambda d: any(r["global_step"] >= 21 for r in rows(d)), "step 21")
     final = cli(*args)
     assert "resuming" in final.stdout
     reference = cli(*[a if a != str(tmp_path / "runs") else str(tmp_path / "reference") for a in args])

@@ -121,7 +121,8 @@ class Transfer:
         if config.freeze and len(self.loaded) == len(ours):
             raise UsageError(f"--freeze: every layer of the model was loaded from {path}, so nothing would train; "
                              "leave --freeze out to fine-tune it all")
-        lines = [f"init-from {path}" + (f" (a {source_app} model)" if source_app else "") + ":",
+        article = "an" if source_app[:1] in ("a", "e", "i", "o", "u") else "a"
+        lines = [f"init-from {path}" + (f" ({article} {source_app} model)" if source_app else "") + ":",
                  f"  loaded {len(self.loaded)} layer(s): {', '.join(layer.name for layer in self.loaded)}",
                  f"  new {len(new)}: {', '.join(new) or '-'}"
                  + ("" if keep_head else f" (the output layer is {config.app}'s own, not {source_app}'s)"),

@@ -1,0 +1,294 @@
+"""apps.image_classifier: a user's folder of pictures through everything the suite does.
+
+The pictures are real (benchmarks/image_folders.py: Fashion-MNIST from
+Debian's dataset-fashion-mnist, written out as files): a messy folder with
+every format and colour mode the app must read and the files it must skip,
+and a small train/validation/test folder. The default tier finds, checks,
+splits and refuses folders, trains the messy folder once (shared by the
+serving and --explain tests) and serves TF Serving's base64 requests; the
+long tier resumes bit-identically.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import cli, error_lines, in_process
+
+from apps import image_classifier_parts as parts, image_folder
+from benchmarks import image_folders
+from pipelines import image_files, splits
+
+
+@pytest.fixture(scope="module")
+def messy(tmp_path_factory):
+    """The messy folder and what must become of each file."""
+    folder = tmp_path_factory.mktemp("pictures") / "messy"
+    return folder, image_folders.messy_folder(folder)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One DATA_DIR for the tests that read the messy folder: its first pass runs once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def test_every_format_and_mode_is_read_or_listed_with_its_reason(messy, cache):
+    folder, expected = messy
+    found = image_files.find(str(folder))
+    assert found.classes == ["Bag", "Trouser"] and found.layout == "class folders"
+    prepared = image_folder.prepare(Config(folder, cache), print_=lambda *a, **k: None)
+    skipped = {str(Path(p).relative_to(folder)): why for p, why in prepared.skipped}
+    for name, want in expected.items():
+        if want == "read":
+            assert name not in skipped, (name, skipped.get(name))
+        else:
+            assert skipped[name].startswith(want), (name, skipped[name])
+    assert set(skipped) == {n for n, w in expected.items() if w != "read"}
+
+
+def test_decoding_lays_transparency_over_white_and_greys_by_luma(tmp_path):
+    from PIL import Image
+
+    rgba = np.zeros((10, 10, 4), np.uint8)
+    rgba[..., 0] = 255  # red, fully transparent on the left half, opaque on the right
+    rgba[:, 5:, 3] = 255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "t.png")
+    rgb = image_files.decode_file(tf.constant(str(tmp_path / "t.png")), 10, 3).numpy()
+    assert (rgb[:, :4] == 255).all()  # white where transparent
+    assert (rgb[:, 6:] == [255, 0, 0]).all()
+    grey = image_files.decode_file(tf.constant(str(tmp_path / "t.png")), 10, 1).numpy()
+    assert grey.shape == (10, 10, 1) and grey[0, 9, 0] == round(255 * 0.2989) and grey[0, 0, 0] == 255
+    sixteen = np.full((6, 8), 65535, np.uint16)
+    Image.fromarray(sixteen).save(tmp_path / "s.png")
+    assert (image_files.decode_file(tf.constant(str(tmp_path / "s.png")), 4, 1).numpy() == 255).all()
+
+
+class Config:
+    def __init__(self, data, data_dir, **options):
+        self.options = {"data": str(data), "image_size": 0, "channels": 0, "cache": "auto",
+                        "split_fractions": "0.15,0.15", **options}
+        self.data_dir, self.seed, self.smoke = str(data_dir), 42, False
+
+
+def test_the_split_is_stratified_stable_and_a_changed_folder_is_noticed(messy, tmp_path):
+    folder, _ = messy
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    first = image_folder.prepare(Config(copy, tmp_path / "data"), print_=lambda *a, **k: None)
+    again = image_folder.prepare(Config(copy, tmp_path / "data"), print_=lambda *a, **k: None)
+    assert np.array_equal(first.assignment, again.assignment) and first.fingerprint == again.fingerprint
+    for c in range(2):  # every class in every split
+        assert {splits.TRAIN, splits.VALIDATION, splits.TEST} <= set(first.assignment[first.labels == c].tolist())
+    assert (first.size, first.channels) == (40, 3)  # median shorter side; the JPEGs are RGB
+    other_seed = Config(copy, tmp_path / "data")
+    other_seed.seed = 7
+    assert not np.array_equal(image_folder.prepare(other_seed, print_=lambda *a, **k: None).assignment,
+                              first.assignment)
+    shutil.copy(copy / "Bag" / "plain01.png", copy / "Bag" / "new.png")
+    changed = image_folder.prepare(Config(copy, tmp_path / "data"), print_=lambda *a, **k: None)
+    assert changed.fingerprint != first.fingerprint and len(changed.paths) == len(first.paths) + 1
+
+
+def test_train_validation_test_folders_are_used_as_given(tmp_path):
+    folder = image_folders.fashion_folder(tmp_path / "fashion", per_split=40)
+    prepared = image_folder.prepare(Config(folder, tmp_path / "data"), print_=lambda *a, **k: None)
+    assert [int(np.sum(prepared.assignment == code)) for code in (0, 1, 2)] == [40, 40, 40]
+    assert all(f"/{splits.NAMES[code]}/" in p for p, code in zip(prepared.paths, prepared.assignment))
+    assert (prepared.size, prepared.channels) == (28, 1)
+    shutil.rmtree(folder / "validation")  # validation drawn from train, test as given
+    drawn = image_folder.prepare(Config(folder, tmp_path / "data"), print_=lambda *a, **k: None)
+    assert [int(np.sum(drawn.assignment == code)) for code in (0, 1, 2)][2] == 40
+    assert 0 < int(np.sum(drawn.assignment == splits.VALIDATION)) < 40
+
+
+def picture(path: Path, colour=(200, 30, 30)) -> Path:
+    from PIL import Image
+
+    Image.new("RGB", (20, 20), colour).save(path)
+    return path
+
+
+@pytest.mark.parametrize("case,match", [
+    ("missing", "no such folder"),
+    ("file", "is a file"),
+    ("no_classes", "has no class folders"),
+    ("one_class", "one class folder"),
+    ("class_unreadable", "class 'b' has no picture that can be decoded"),
+    ("all_unreadable", "none of its 2 files is a picture"),
+    ("split_class_missing", "class 'b' is in train/ but not in test/"),
+    ("no_train", "but no train folder"),
+    ("tiny_size", "--image-size 4 is too small"),
+])
+def test_a_bad_folder_is_one_line_and_nothing_written(tmp_path, case, match):
+    root = tmp_path / "data_folder"
+    size = "0"
+    if case == "file":
+        root.write_text("x")
+    elif case == "no_classes":
+        root.mkdir()
+        picture(root / "loose.png")
+    elif case == "one_class":
+        (root / "a").mkdir(parents=True)
+        picture(root / "a" / "1.png")
+    elif case in ("class_unreadable", "all_unreadable"):
+        for name in "ab":
+            (root / name).mkdir(parents=True)
+            (root / name / "x.jpg").write_bytes(b"" if case == "all_unreadable" or name == "b" else b"")
+        if case == "class_unreadable":
+            picture(root / "a" / "ok.png")
+    elif case in ("split_class_missing", "no_train"):
+        for split, names in (("train" if case == "split_class_missing" else "validation", "ab"), ("test", "a")):
+            for name in names:
+                (root / split / name).mkdir(parents=True)
+                picture(root / split / name / "1.png")
+    elif case == "tiny_size":
+        for name in "ab":
+            (root / name).mkdir(parents=True)
+            picture(root / name / "1.png")
+        size = "4"
+    before = sorted(p for p in tmp_path.rglob("*"))
+    argv = ["--data", str(root), "--image-size", size, "--logdir", str(tmp_path / "runs"), "--export-dir",
+            str(tmp_path / "export"), "--data-dir", str(tmp_path / "cache")]
+    if case == "missing":  # the real command line once; the others in this process (cli/main.py: main)
+        result = cli("apps.image_classifier", *argv, check=False, timeout=120)
+        code, lines = result.returncode, error_lines(result.stderr)
+    else:
+        import contextlib
+        import io
+
+        from apps import image_classifier
+        from cli.main import main
+
+        err, out = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+            code = main(image_classifier, argv)
+        lines = error_lines(err.getvalue())
+    assert code == 2 and len(lines) == 1 and match in lines[0], lines
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "export").exists()
+    assert sorted(p for p in tmp_path.rglob("*") if "cache" not in p.parts) == before  # the user's files untouched
+
+
+@pytest.fixture(scope="module")
+def trained(messy, cache, tmp_path_factory):
+    """The messy folder trained briefly, exported with its LiteRT files: (work folder, stdout)."""
+    folder, _ = messy
+    work = tmp_path_factory.mktemp("trained")
+    out = in_process("image_classifier", "--data", str(folder), "--epochs", "2", "--logdir", str(work / "runs"),
+                     "--export-dir", str(work / "export"), "--data-dir", str(cache))
+    return work, out
+
+
+def test_the_folder_trains_lists_its_skipped_files_and_exports_bytes_serving(trained, messy):
+    work, out = trained
+    folder, expected = messy
+    assert "70 pictures in 2 classes (class folders); 8 files skipped" in out
+    assert "image size 40 x 40 (the pictures' median shorter side); 3 channels" in out
+    run_dir = next((work / "runs" / "image_classifier").glob("cnn_bn-*"))
+    listed = (run_dir / "skipped_files.txt").read_text().splitlines()
+    assert len(listed) == 8 and all(line.split("\t")[0].startswith(str(folder)) for line in listed)
+    assert len((run_dir / "files.txt").read_text().splitlines()) == 70
+    version = work / "export" / "messy" / "1"
+    assert (version / "litert" / "model_float32.tflite").exists()
+    recipe = json.loads((version / "litert" / "preprocessing.json").read_text())
+    assert recipe["inputs"]["image"] == {"type": "image", "from": "image_bytes", "size": 40, "channels": 3}
+    request = json.loads((version / "sample_request.json").read_text())
+    assert set(request["instances"][0]) == {"image_bytes"} and set(request["instances"][0]["image_bytes"]) == {"b64"}
+
+
+def test_tf_serving_requests_carry_base64_pictures_and_bad_bytes_name_the_instance(trained, messy):
+    from deployment.rest import BadRequest, SessionModel
+
+    work, _ = trained
+    folder, _ = messy
+    model = SessionModel(work / "export" / "messy" / "1")
+    files = [folder / "Bag" / "cmyk.jpg", folder / "Trouser" / "picture.webp", folder / "Bag" / "animated.gif"]
+    b64 = [{"b64": base64.b64encode(f.read_bytes()).decode()} for f in files]
+    rows = model.predict({"instances": b64})["predictions"]
+    columnar = model.predict({"inputs": {"image_bytes": b64}})["outputs"]
+    assert [r["class"] for r in rows] == columnar["class"] and all(r["class"] in ("Bag", "Trouser") for r in rows)
+    assert np.allclose([r["probabilities"] for r in rows], columnar["probabilities"], atol=1e-6)
+    # The same pixels as training: the served answer equals the Keras model on the app's own decoding.
+    import keras
+
+    keras_model = keras.saving.load_model(next((work / "runs" / "image_classifier").glob("cnn_bn-*")) / "model.keras",
+                                          compile=False)
+    pixels = np.stack([image_files.decode_file(tf.constant(str(f)), 40, 3).numpy() for f in files])
+    assert np.allclose(keras_model.predict(pixels, verbose=0), [r["probabilities"] for r in rows], atol=1e-5)
+    bad = b64[:1] + [{"b64": base64.b64encode(b"not a picture").decode()}]
+    with pytest.raises(BadRequest, match="instance 1 of the request .* is not a JPEG, PNG, GIF, BMP or WebP"):
+        model.predict({"instances": bad})
+    assert bool(parts.recognised(tf.constant([b"", b"BM", b"RIFF1234WEBP"])).numpy().tolist() == [False, True, True])
+
+
+def test_explain_takes_any_picture_and_refuses_what_is_none(trained, messy):
+    work, _ = trained
+    folder, _ = messy
+    out = in_process("image_classifier", "--explain", str(folder / "Trouser" / "sixteen_bit.png"), "--name", "messy",
+                     "--export-dir", str(work / "export"), "--logdir", str(work / "runs"))
+    assert "prediction:   " in out and "PNG 28 x 28 I;16: decoded and resized to 40 x 40 RGB" in out
+    picture_file = Path(out.split("explanation:  ")[1].split()[0])
+    assert picture_file.stat().st_size > 10_000
+    result = cli("apps.image_classifier", "--explain", str(folder / "Bag" / "text.jpg"), "--name", "messy",
+                 "--export-dir", str(work / "export"), "--logdir", str(work / "runs"), check=False, timeout=120)
+    lines = error_lines(result.stderr)
+    assert result.returncode == 2 and lines == [f"error: --explain {folder / 'Bag' / 'text.jpg'}: not a picture; "
+                                                "give a JPEG, PNG, GIF, BMP or WebP picture"]
+
+
+def test_the_pipeline_decodes_files_again_without_a_cache_and_reads_the_same_pixels(messy, cache):
+    folder, _ = messy
+    kept = image_folder.prepare(Config(folder, cache, cache="disk"), print_=lambda *a, **k: None)
+    store = image_folder.store(kept, str(cache))
+    assert isinstance(store, np.memmap)  # memory-mapped from DATA_DIR/images, written by the first pass
+    assert os.path.exists(cache / "images" / f"{kept.fingerprint}-40-3.npy")
+    assert len(store) == 72 and len(kept.paths) == 70  # the cache has a row for each of the two truncated files
+    numbers = tf.constant([0, 5, 33, 69], tf.int64)
+    cached = image_folder.pixels_of(kept, store)(numbers).numpy()
+    fresh = image_folder.pixels_of(kept._replace(cache="none"), None)(numbers).numpy()
+    assert np.array_equal(fresh, cached) and cached.std() > 10
+
+
+@pytest.mark.long
+def test_a_killed_run_resumes_and_ends_bit_identical(tmp_path):
+    from conftest import backup_steps, kill_when, rows
+
+    folder = image_folders.fashion_folder(tmp_path / "fashion", per_split=200)
+    args = ["apps.image_classifier", "--data", str(folder), "--epochs", "4", "--batch-size", "32", "--cache", "none",
+            "--deterministic", "--logdir", str(tmp_path / "runs"), "--export-dir", str(tmp_path / "export"),
+            "--litert", "none", "--pictures", "none"]
+    run_dirs = lambda: list((tmp_path / "runs" / "image_classifier").glob("cnn_bn-*"))  # noqa: E731
+
+    # 200 pictures: 7 steps an epoch. Just after its end, then inside epoch 3
+    kill_when(args, run_dirs, lambda d: 7 in backup_steps(d / "backup"), "the end of epoch 1")
+    kill_when(args, run_dirs, lambda d: any(r["global_step"] >= 17 for r in rows(d)), "step 17")
+    final = cli(*args)
+    assert "resuming" in final.stdout
+    reference = cli(*[a if a != str(tmp_path / "runs") else str(tmp_path / "reference") for a in args])
+    ours = json.loads((run_dirs()[0] / "FINISHED.json").read_text())
+    theirs = json.loads((next((tmp_path / "reference" / "image_classifier").glob("cnn_bn-*")) / "FINISHED.json")
+                        .read_text())
+    assert ours["weights_sha256"] == theirs["weights_sha256"]
+    assert [line for line in reference.stdout.splitlines() if line.startswith("Test set:")][0] in final.stdout
+
+
+@pytest.mark.long
+def test_two_replicas_dp_and_init_from_train_a_folder(messy, tmp_path):
+    folder, _ = messy
+    common = ["--data", str(folder), "--epochs", "1", "--export-dir", str(tmp_path / "export"), "--litert", "none",
+              "--publish", "always"]
+    mirrored = cli("apps.image_classifier", *common, "--strategy", "mirrored", "--cpu-devices", "2", "--logdir",
+                   str(tmp_path / "mirrored"))
+    assert "over 2 replica(s) (MirroredStrategy)" in mirrored.stdout
+    source = next((tmp_path / "mirrored" / "image_classifier").glob("cnn_bn-*")) / "model.keras"
+    private = in_process("image_classifier", *common, "--dp", "--logdir", str(tmp_path / "dp"))
+    assert "model dp_cnn" in private and "epsilon:" in private
+    loaded = in_process("image_classifier", *common, "--init-from", str(source), "--logdir", str(tmp_path / "init"))
+    assert "(an image_classifier model)" in loaded and "loaded 9 layer(s): conv2d, batch_normalization" in loaded
