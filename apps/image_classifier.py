@@ -34,6 +34,7 @@ NAME = "image_classifier"
 OBJECTIVE = "val_accuracy"  # what python -m tuning image_classifier maximises
 EXPLAIN_INPUT = ("a picture (JPEG, PNG, GIF, BMP or WebP, any size and colours): classify it as the served model "
                  "would, explain it with Grad-CAM and integrated gradients")
+DATA_SERVICE = True  # --data-service: the batches are made from files, by TensorFlow ops alone (with --cache none)
 DP_NOT_COVERED = ()  # the image size and channels are chosen from the pictures' headers, not their pixels
 
 
@@ -69,6 +70,11 @@ def check_config(config):
     if not o["data"]:
         raise UsageError("--data DIR: name the folder to train on (one folder of pictures per class)")
     image_folder.splitting.parse_fractions(o["split_fractions"])
+    if config.data_service:  # the service's workers decode the files; a cache in this process is out of their reach
+        if o["cache"] in ("memory", "disk"):
+            raise UsageError(f"--cache {o['cache']} keeps the pictures in this process, where --data-service's "
+                             "workers cannot read them; leave --cache out (or --cache none)")
+        o["cache"] = "none"
     if o["image_size"] and o["image_size"] < image_folder.MIN_SIZE:
         raise UsageError(f"--image-size {o['image_size']} is too small for the model: at least "
                          f"{image_folder.MIN_SIZE}")

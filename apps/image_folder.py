@@ -35,6 +35,7 @@ from pipelines.input import Splits
 
 SMOKE_FILES = (512, 128, 128)  # train, validation, test pictures of --smoke
 MIN_SIZE, MAX_DEFAULT_SIZE = 8, 128  # --image-size: the model's least; the default's most (a CPU's time)
+RECORD_VERSION = 1  # of DATA_DIR/images/<fingerprint>.json
 MEMORY_CACHE = 1 << 30  # --cache auto keeps decoded pictures in memory up to this many bytes, else decodes again
 
 
@@ -66,10 +67,12 @@ def headers(found: image_files.Found, data_dir: str, key: str, print_=print) -> 
     decoded}: the first pass's findings, or what an earlier run on the same folder found."""
     path = record_path(data_dir, key)
     if path.exists():
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
+        if record.get("version") == RECORD_VERSION:  # else written by another version of the suite: look again
+            return record
     print_(f"Looking at {len(found.paths):,} files in {len(found.classes)} class folders ...", flush=True)
     looks = image_files.probe(found.paths, progress=lambda line: print_(line, flush=True))
-    return {"looks": [list(look) for look in looks]}
+    return {"version": RECORD_VERSION, "looks": [list(look) for look in looks]}
 
 
 def record_path(data_dir: str, key: str) -> Path:

@@ -132,6 +132,9 @@ def build_parser(app) -> argparse.ArgumentParser:
              "reachable online data, else the mirror")
     add("--data-dir", default=default_data_dir(), metavar="DIR", help="cache for downloads and converted "
                                                                       "data (env TFSUITE_DATA_DIR)")
+    add("--data-service", default="", metavar="grpc://HOST:PORT",
+        help="a tf.data service whose workers prepare the training batches (reading, decoding, augmenting), for "
+             "input-bound training; start it with python -m pipelines.data_service (docs/data.md)")
     add("--smoke", action="store_true", help="a small slice of the data and one short "
                                              "epoch: tries the whole path in seconds")
 
@@ -203,6 +206,23 @@ def build_parser(app) -> argparse.ArgumentParser:
     return parser
 
 
+def check_data_service(app, config) -> None:
+    """--data-service: an address, an app whose batches are made from files (its DATA_SERVICE), and not
+    with what it cannot keep (its batches come as workers finish them)."""
+    if not config.data_service:
+        return
+    if not getattr(app, "DATA_SERVICE", False):
+        raise UsageError(f"--data-service is for apps whose batches are read from files (apps.image_classifier); "
+                         f"apps.{app.NAME} makes its batches in this process")
+    if not config.data_service.startswith("grpc://") or ":" not in config.data_service[len("grpc://"):]:
+        raise UsageError(f"--data-service {config.data_service}: give the dispatcher as grpc://HOST:PORT")
+    if config.deterministic:
+        raise UsageError("--data-service hands out batches in the order its workers finish them, so --deterministic "
+                         "cannot hold; leave one of them out")
+    if config.dp:
+        raise UsageError("--dp draws each step's examples in this process (Poisson sampling); leave out --data-service")
+
+
 def parse_config(app, argv) -> RunConfig:
     """Turn a command line into a RunConfig, filling gaps from the chosen model's defaults."""
     args = vars(build_parser(app).parse_args(argv))
@@ -240,6 +260,7 @@ def parse_config(app, argv) -> RunConfig:
         config.dp_l2_clip = spec.dp_l2_clip
     if config.init_from:
         model_path(config.init_from)  # a missing or wrong path fails here, before any work
+    check_data_service(app, config)
     if config.run_id and (os.sep in config.run_id or config.run_id.startswith(".")):
         raise UsageError(f"--run-id must be a plain folder name, got {config.run_id!r}")
     if hasattr(app, "check_config"):  # combinations only the app can judge (a model that does not fit a task)

@@ -93,6 +93,7 @@ class RunConfig:
     steps_per_execution: int = 1
     data_source: str = "auto"
     data_dir: str = dataclasses.field(default_factory=default_data_dir)
+    data_service: str = ""  # a tf.data service that prepares the training batches (pipelines/data_service.py)
     logdir: str = "runs"
     export_dir: str = "saved_models"
     fresh: bool = False
@@ -141,8 +142,9 @@ class RunConfig:
         return hashlib.sha256(json.dumps(self.record(), sort_keys=True).encode()).hexdigest()[:8]
 
 
-NOT_MODEL_DEFINING = ("fresh", "run_id", "logdir", "export_dir", "data_dir", "profile", "log_every", "backup_every",
-                      "publish", "litert", "pictures", "verbose", "explain", "explain_model", "explain_to",
+NOT_MODEL_DEFINING = ("fresh", "run_id", "logdir", "export_dir", "data_dir", "data_service", "profile", "log_every",
+                      "backup_every", "publish", "litert", "pictures", "verbose", "explain", "explain_model",
+                      "explain_to",
                       "privacy")  # (a field runs wrote into run_config.json before privacy.json had its own file)
 
 

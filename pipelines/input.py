@@ -96,15 +96,19 @@ class TrainingBatches:
     drop_remainder: static batch shapes (TPUs need them; large data sets use
         them so every step sees a full global batch).
     cache: False for splits of row numbers (Splits.cache).
+    service: a tf.data service (grpc://HOST:PORT): each epoch is planned here (order, batches, seeds) and
+        its batches vectorised and augmented by the service's workers, in the order they finish them.
     """
 
     def __init__(self, ds: tf.data.Dataset, *, global_batch: int, seed: int, vectorize: Callable | None = None,
-                 augment: Callable | None = None, drop_remainder: bool = False, cache: bool = True):
+                 augment: Callable | None = None, drop_remainder: bool = False, cache: bool = True,
+                 service: str = ""):
         self.cached = ds.with_options(pipeline_options())
         self.cached = self.cached.cache() if cache else self.cached
         self.examples = int(self.cached.cardinality())
         self.global_batch, self.seed = global_batch, seed
         self.vectorize, self.augment, self.drop_remainder = vectorize, augment, drop_remainder
+        self.service = service
         self.buffer = self.examples if 0 < self.examples <= FULL_SHUFFLE_LIMIT else 10_000
         self.steps_per_epoch = int(self.epoch(0).cardinality())  # < 0: unknown
 
@@ -124,17 +128,40 @@ class TrainingBatches:
 
     def _batches(self, order: tf.data.Dataset, seeds: tf.data.Dataset, start: int) -> tf.data.Dataset:
         ds = order.batch(self.global_batch, drop_remainder=self.drop_remainder, num_parallel_calls=AUTOTUNE)
-        return prepared(tf.data.Dataset.zip((ds.skip(start), seeds)), self.vectorize, self.augment)
+        pairs = tf.data.Dataset.zip((ds.skip(start), seeds))
+        if self.service and self.examples > 0:  # the epoch's plan here, its batches made by the service's workers
+            return prepared(planned(pairs), self.vectorize, self.augment, self.service)
+        return prepared(pairs, self.vectorize, self.augment)
 
 
-def prepared(pairs: tf.data.Dataset, vectorize: Callable | None, augment: Callable | None) -> tf.data.Dataset:
+def planned(pairs: tf.data.Dataset) -> tf.data.Dataset:
+    """An epoch's (batch of split elements, seed) pairs, worked out here and held as tensors: a source the
+    tf.data service can hand out batch by batch (a shuffle cannot be split across its workers)."""
+    plan = list(pairs)
+    if not plan:
+        return pairs
+    batches, seeds = zip(*plan)
+    stacked = tf.nest.map_structure(lambda *parts: tf.ragged.stack(parts), *batches)
+    return tf.data.Dataset.from_tensor_slices((stacked, tf.stack(seeds)))
+
+
+def prepared(pairs: tf.data.Dataset, vectorize: Callable | None, augment: Callable | None,
+             service: str = "") -> tf.data.Dataset:
     """(batch, stateless seed pair) -> the batch vectorised, then augmented with its own seed, prefetched:
-    the work every training batch gets, shuffled (TrainingBatches) or Poisson-sampled (PoissonBatches)."""
+    the work every training batch gets, shuffled (TrainingBatches) or Poisson-sampled (PoissonBatches).
+    service: a tf.data service (grpc://HOST:PORT) whose workers do that work, each batch once, handed out
+    as they finish (pipelines/data_service.py)."""
     if vectorize is not None:
         pairs = pairs.map(lambda batch, seed: (vectorize(*batch), seed), num_parallel_calls=AUTOTUNE)
     if augment is not None:
         pairs = pairs.map(lambda batch, seed: (augment(*batch, seed), seed), num_parallel_calls=AUTOTUNE)
-    return pairs.map(lambda batch, seed: batch).prefetch(AUTOTUNE)
+    batches = pairs.map(lambda batch, seed: batch)
+    if service:
+        count = int(batches.cardinality())  # the plan's: the service's dataset does not know it
+        batches = batches.apply(tf.data.experimental.service.distribute(
+            processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC, service=service))
+        batches = batches.apply(tf.data.experimental.assert_cardinality(count)) if count >= 0 else batches
+    return batches.prefetch(AUTOTUNE)
 
 
 class PoissonBatches:

@@ -24,6 +24,7 @@ from conftest import cli, error_lines, in_process
 
 from apps import image_classifier_parts as parts, image_folder
 from benchmarks import image_folders
+from core.errors import UsageError
 from pipelines import image_files, splits
 
 
@@ -292,3 +293,54 @@ def test_two_replicas_dp_and_init_from_train_a_folder(messy, tmp_path):
     assert "model dp_cnn" in private and "epsilon:" in private
     loaded = in_process("image_classifier", *common, "--init-from", str(source), "--logdir", str(tmp_path / "init"))
     assert "(an image_classifier model)" in loaded and "loaded 9 layer(s): conv2d, batch_normalization" in loaded
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--data-service", "localhost:5050"], "give the dispatcher as grpc://HOST:PORT"),
+    (["--data-service", "grpc://localhost:5050", "--deterministic"], "--deterministic cannot hold"),
+    (["--data-service", "grpc://localhost:5050", "--cache", "memory"], "--cache memory keeps the pictures"),
+])
+def test_data_service_refuses_what_it_cannot_keep(messy, cache, argv, match):
+    from apps import image_classifier
+    from cli.parser import parse_config
+
+    folder, _ = messy
+    with pytest.raises(UsageError, match=match):
+        parse_config(image_classifier, ["--data", str(folder), "--data-dir", str(cache), *argv])
+    from apps import mnist
+
+    with pytest.raises(UsageError, match="apps.mnist makes its batches in this process"):
+        parse_config(mnist, ["--data-service", "grpc://localhost:5050"])
+
+
+@pytest.mark.long
+def test_a_tf_data_service_on_localhost_makes_the_training_batches(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import ROOT, free_ports, wait_until
+
+    folder = image_folders.fashion_folder(tmp_path / "fashion", per_split=100)
+    port = free_ports(1)[0]
+    service = [subprocess.Popen([sys.executable, "-m", "pipelines.data_service", *argv], cwd=ROOT, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+               for argv in (["dispatcher", "--port", str(port)], ["worker", "--dispatcher", f"127.0.0.1:{port}"])]
+    try:
+        lines = []
+        wait_until(lambda: lines.append(service[1].stdout.readline()) or "worker for dispatcher" in lines[-1],
+                   service[1], "the worker's start")
+        out = in_process("image_classifier", "--data", str(folder), "--epochs", "2", "--batch-size", "32",
+                         "--data-service", f"grpc://127.0.0.1:{port}", "--logdir", str(tmp_path / "runs"),
+                         "--export-dir", str(tmp_path / "export"), "--data-dir", str(tmp_path / "cache"),
+                         "--litert", "none", "--pictures", "none")
+        assert "decoded pictures cached: none" in out and "Test set:" in out
+        run_dir = next((tmp_path / "runs" / "image_classifier").glob("cnn_bn-*"))
+        assert json.loads((run_dir / "FINISHED.json").read_text())["test_accuracy"] > 0.1
+    finally:
+        for proc in service:
+            proc.send_signal(signal.SIGTERM)
+        said = [proc.communicate(timeout=60)[0] for proc in service]
+    assert all(proc.returncode == 0 for proc in service), said
+    assert "tasks running on this worker: " in "".join(lines) + said[1]  # the worker made batches
+    assert said[0].rstrip().endswith("stopped") and said[1].rstrip().endswith("stopped")

@@ -231,7 +231,7 @@ def build_pipelines(app, config: RunConfig, splits, static_shapes: bool = False)
                                vectorize=splits.vectorize, augment=augment)
     else:
         train = TrainingBatches(source, global_batch=config.batch_size, seed=config.seed, vectorize=splits.vectorize,
-                                augment=augment, drop_remainder=drop, cache=splits.cache)
+                                augment=augment, drop_remainder=drop, cache=splits.cache, service=config.data_service)
     validation, test = (evaluation_batches(ds, global_batch=config.batch_size, vectorize=splits.vectorize,
                                            drop_remainder=static_shapes, cache=splits.cache)
                         for ds in (splits.validation, splits.test))
