@@ -98,6 +98,7 @@ def messy_folder(out: Path) -> dict:
             "text.jpg": (b"this is a note, not a picture\n", "not a picture"),
             "truncated.jpg": (_encoded(rgb, "JPEG", quality=95)[:-400], "cannot be decoded"),
             "picture.tiff": (_encoded(rgb, "TIFF"), "TIFF is not a format"),
+            "huge.png": (_encoded(Image.new("L", (8000, 7000)), "PNG"), "too large to decode"),  # 56 MP, 60 KB
         }
         for file, (data, why) in bad.items():
             (folder / file).write_bytes(data)
