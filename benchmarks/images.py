@@ -168,7 +168,7 @@ def main(argv=None) -> None:
 
 def markdown(record: dict) -> str:
     rows = record["rows"]
-    lines = ["| system | test accuracy (mean ± spread) | steps/s after epoch 1 | wall seconds | note |",
+    lines = ["| system | test accuracy (mean ± spread) | steps/s (median step) | wall seconds | note |",
              "|---|---|---|---|---|"]
     for system in ("folder", "memory", "keras.io recipe"):
         mine = [r for r in rows if r["system"] == system]
