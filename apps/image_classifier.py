@@ -127,12 +127,14 @@ def build_cnn_bn(config, splits, steps_per_epoch):
     momentum = images.batch_norm_momentum(total_steps)
     image = keras.Input(shape, dtype="uint8", name="image")
     x = layers.Rescaling(1 / 255.0, dtype="float32")(image)
-    for block in range(max(h["conv_blocks"], blocks_for(shape[0]))):
-        x = images.conv_bn(x, min(h["filters"] * 2 ** block, 256), momentum, h["norm"])
+    blocks = max(h["conv_blocks"], blocks_for(shape[0]))
+    # Weighted layers named as Keras names the 28x28 apps' in a fresh process: --init-from matches by name.
+    for block in range(blocks):
+        x = images.conv_bn(x, min(h["filters"] * 2 ** block, 256), momentum, h["norm"], block=block)
     x = layers.Flatten()(x) if shape[0] <= 32 else layers.GlobalAveragePooling2D()(x)
     x = layers.Dropout(h["dropout"])(x)
-    x = layers.Dense(max(h["dense_units"], 2 * classes), use_bias=False)(x)
-    x = layers.ReLU()(layers.BatchNormalization(momentum=momentum)(x))
+    x = layers.Dense(max(h["dense_units"], 2 * classes), use_bias=False, name="dense")(x)
+    x = layers.ReLU()(layers.BatchNormalization(momentum=momentum, name=f"batch_normalization_{blocks}")(x))
     x = layers.Dropout(h["dropout"])(x)
     outputs = layers.Dense(classes, activation="softmax", dtype="float32", name="probabilities")(x)
     schedule = images.learning_rate_schedule(h["schedule"], config.learning_rate, total_steps)

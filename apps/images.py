@@ -89,18 +89,23 @@ def batch_norm_momentum(total_steps: int) -> float:
     return 0.99 if total_steps < 100 else 0.9
 
 
-def conv_bn(x, filters, momentum, norm):
+def conv_bn(x, filters, momentum, norm, block: int | None = None):
     """Conv 3x3 -> batch norm -> ReLU, pooled 2x2 before the batch norm or after the ReLU.
+
+    block: name the weighted layers as Keras names block `block`'s in a fresh process (conv2d, conv2d_1,
+    ...), so --init-from matches them however many models the process built before (None: Keras' names).
 
     after_pool (the default) normalises and rectifies a quarter of the values:
     ReLU commutes with max pooling, and batch norm is the dearest part of a
     step on a CPU (Keras 3 computes it unfused). On MNIST it took a third off
     the default's epoch at the same accuracy (docs/results.md, MNIST).
     """
-    x = layers.Conv2D(filters, 3, use_bias=False)(x)  # BN supplies the bias
+    suffix = "" if not block else f"_{block}"
+    names = ({"name": f"conv2d{suffix}"}, {"name": f"batch_normalization{suffix}"}) if block is not None else ({}, {})
+    x = layers.Conv2D(filters, 3, use_bias=False, **names[0])(x)  # BN supplies the bias
     if norm == "after_pool":
         x = layers.MaxPooling2D(2)(x)
-    x = layers.ReLU()(layers.BatchNormalization(momentum=momentum)(x))
+    x = layers.ReLU()(layers.BatchNormalization(momentum=momentum, **names[1])(x))
     return x if norm == "after_pool" else layers.MaxPooling2D(2)(x)
 
 
