@@ -122,9 +122,8 @@ def prepare(config, print_=print) -> Prepared:
     record = headers(found, config.data_dir, key, print_)
     readable = [i for i, look in enumerate(record["looks"]) if not look[4]]  # headers fine: decoded next
     if not readable:
-        first = next(i for i, look in enumerate(record["looks"]))
         raise UsageError(f"--data {o['data']}: none of its {len(found.paths):,} files is a picture TensorFlow can "
-                         f"decode ({record['looks'][first][4]}: {found.paths[first]})")
+                         f"decode ({record['looks'][0][4]}: {found.paths[0]})")
     looks = [record["looks"][i] for i in readable]
     size, size_note = choose_size(o["image_size"], looks)
     channels, channel_note = choose_channels(o["channels"], looks)

@@ -152,10 +152,6 @@ def probe(paths: list, progress=print) -> list:
     return out
 
 
-def is_grey(look_: Look) -> bool:
-    return look_.mode in GREY_MODES
-
-
 def decode(data, size: int, channels: int):
     """Encoded picture bytes (a scalar string tensor) -> uint8 [size, size, channels], in the graph."""
     import tensorflow as tf
