@@ -85,7 +85,7 @@ def store_path(data_dir: str, key: str, size: int, channels: int) -> Path:
 
 def save(record: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
+    partial = path.with_suffix(f".{os.getpid()}.partial")  # a cluster's workers may share DATA_DIR
     partial.write_text(json.dumps(record))
     partial.replace(path)
 

@@ -237,7 +237,7 @@ def _check(job: dict) -> list:
     paths, size, channels, store = job["paths"], job["size"], job["channels"], job["store"]
     pixels = None
     if store:
-        partial = Path(store).with_suffix(".partial.npy")
+        partial = Path(store).with_suffix(f".{os.getpid()}.partial.npy")  # cluster workers may share the cache
         partial.parent.mkdir(parents=True, exist_ok=True)
         pixels = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8,
                                            shape=(len(paths), size, size, channels))

@@ -112,12 +112,13 @@ class TrainingBatches:
         self.buffer = self.examples if 0 < self.examples <= FULL_SHUFFLE_LIMIT else 10_000
         self.steps_per_epoch = int(self.epoch(0).cardinality())  # < 0: unknown
 
-    def epoch(self, epoch: int, start: int = 0) -> tf.data.Dataset:
-        """Epoch `epoch` (0-based) from its batch `start` on."""
+    def epoch(self, epoch: int, start: int = 0, share: tuple[int, int] | None = None) -> tf.data.Dataset:
+        """Epoch `epoch` (0-based) from its batch `start` on. share (workers, index): only that worker's
+        rows of each batch (worker_rows), vectorised and augmented (WorkerShares)."""
         key = epoch_key(self.seed, epoch)
         order = self.cached.shuffle(self.buffer, seed=key, reshuffle_each_iteration=False)
         seeds = tf.data.Dataset.range(start, tf.int64.max).map(lambda i: tf.stack([tf.constant(key, tf.int64), i]))
-        return self._batches(order, seeds, start)
+        return self._batches(order, seeds, start, share)
 
     def reshuffled(self) -> tf.data.Dataset:
         """A new order on every pass: for fit(epochs=N) in one call (tuning trials, benchmarks),
@@ -126,12 +127,49 @@ class TrainingBatches:
         seeds = tf.data.Dataset.random(seed=self.seed, rerandomize_each_iteration=True).batch(2)
         return self._batches(order, seeds, 0)
 
-    def _batches(self, order: tf.data.Dataset, seeds: tf.data.Dataset, start: int) -> tf.data.Dataset:
+    def _batches(self, order: tf.data.Dataset, seeds: tf.data.Dataset, start: int,
+                 share: tuple[int, int] | None = None) -> tf.data.Dataset:
         ds = order.batch(self.global_batch, drop_remainder=self.drop_remainder, num_parallel_calls=AUTOTUNE)
         pairs = tf.data.Dataset.zip((ds.skip(start), seeds))
+        if share is not None:
+            pairs = pairs.map(lambda batch, seed: worker_rows(batch, seed, *share))
         if self.service and self.examples > 0:  # the epoch's plan here, its batches made by the service's workers
             return prepared(planned(pairs), self.vectorize, self.augment, self.service)
         return prepared(pairs, self.vectorize, self.augment)
+
+
+def worker_rows(batch, seed: tf.Tensor, workers: int, index: int):
+    """Worker `index`'s rows of a global batch, split into `workers` parts as evenly as its size allows (as
+    tf.distribute's rebatch splits it), with a seed of their own: [key, step * workers + index]."""
+    rows = tf.shape(tf.nest.flatten(batch)[0], out_type=tf.int64)[0]
+    begin, end = index * rows // workers, (index + 1) * rows // workers
+    part = tf.nest.map_structure(lambda values: values[begin:end], batch)
+    return part, tf.stack([seed[0], seed[1] * workers + index])
+
+
+class WorkerShares:
+    """Training batches for a MultiWorkerMirroredStrategy cluster with one replica per worker, each worker
+    vectorising (reading, decoding) and augmenting only its own rows of every global batch.
+
+    tf.distribute's DATA sharding (pipeline_options) runs the whole pipeline on every worker and keeps each
+    worker's part at the end: every worker would read every file of every batch. Here the batches are made
+    by distribute_datasets_from_function and cut before vectorize: the same global batches, in the same
+    order, each row read by one worker. Workers with several replicas each (several GPUs) keep DATA
+    sharding: a worker's dataset would then yield one element per replica, which Keras counts as steps.
+    """
+
+    def __init__(self, batches: TrainingBatches, strategy: tf.distribute.Strategy):
+        self.batches, self.strategy = batches, strategy
+        self.examples, self.steps_per_epoch = batches.examples, batches.steps_per_epoch
+
+    def epoch(self, epoch: int, start: int = 0):
+        def share(context: tf.distribute.InputContext) -> tf.data.Dataset:
+            return self.batches.epoch(epoch, start, share=(context.num_input_pipelines, context.input_pipeline_id))
+
+        return self.strategy.distribute_datasets_from_function(share)
+
+    def reshuffled(self) -> tf.data.Dataset:
+        return self.batches.reshuffled()
 
 
 def planned(pairs: tf.data.Dataset) -> tf.data.Dataset:

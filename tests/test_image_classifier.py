@@ -281,18 +281,37 @@ def test_a_killed_run_resumes_and_ends_bit_identical(tmp_path):
 
 
 @pytest.mark.long
-def test_two_replicas_dp_and_init_from_train_a_folder(messy, tmp_path):
-    folder, _ = messy
-    common = ["--data", str(folder), "--epochs", "1", "--export-dir", str(tmp_path / "export"), "--litert", "none",
-              "--publish", "always"]
-    mirrored = cli("apps.image_classifier", *common, "--strategy", "mirrored", "--cpu-devices", "2", "--logdir",
-                   str(tmp_path / "mirrored"))
-    assert "over 2 replica(s) (MirroredStrategy)" in mirrored.stdout
-    source = next((tmp_path / "mirrored" / "image_classifier").glob("cnn_bn-*")) / "model.keras"
+def test_two_workers_dp_and_init_from_train_a_folder(tmp_path):
+    """A real two-process MultiWorkerMirroredStrategy cluster on 127.0.0.1 sharing one DATA_DIR (so both first
+    passes write the same cache at once), decoding files every epoch: each worker reads its own rows of every
+    batch (pipelines/input.py: WorkerShares; the cut itself is tests/test_pipeline.py's), and they train one
+    model, which only the chief exports. Then --dp, and --init-from the cluster's model."""
+    from conftest import rows, start_cluster
+
+    folder = image_folders.fashion_folder(tmp_path / "fashion", per_split=400)
+    common = ["--data", str(folder), "--batch-size", "32", "--data-dir", str(tmp_path / "cache"), "--export-dir",
+              str(tmp_path / "export"), "--litert", "none", "--pictures", "none"]
+    workers = start_cluster(["-m", "apps.image_classifier", *common, "--epochs", "2", "--cache", "none",
+                             "--strategy", "multi_worker", "--run-id", "cluster", "--logdir", str(tmp_path / "runs")])
+    outputs = [w.communicate(timeout=900)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert all("each of the 2 workers reads only its own rows of every batch" in out for out in outputs)
+    run_dir = tmp_path / "runs" / "image_classifier" / "cluster"
+    losses = [[row["loss"] for row in rows(run_dir, name)] for name in ("steps.jsonl", "steps-worker1.jsonl")]
+    assert len(losses[0]) == 2 * 13 and losses[0] == pytest.approx(losses[1], rel=1e-6)  # 400 pictures, 32 a step
+    assert np.mean(losses[0][13:]) < np.mean(losses[0][:13]) - 0.5  # it learned (one process: 2.22 -> 1.09)
+    assert json.loads((run_dir / "FINISHED.json").read_text())["test_accuracy"] > 0.15  # 10 classes: chance is 0.1
+    assert [p.name for p in (tmp_path / "export" / "fashion").iterdir()] == ["1"]
+    assert not list((tmp_path / "cache").rglob("*partial*"))
+
+    common += ["--epochs", "1", "--publish", "always"]
     private = in_process("image_classifier", *common, "--dp", "--logdir", str(tmp_path / "dp"))
     assert "model dp_cnn" in private and "epsilon:" in private
-    loaded = in_process("image_classifier", *common, "--init-from", str(source), "--logdir", str(tmp_path / "init"))
-    assert "(an image_classifier model)" in loaded and "loaded 9 layer(s): conv2d, batch_normalization" in loaded
+    loaded = in_process("image_classifier", *common, "--init-from", str(run_dir / "model.keras"), "--logdir",
+                        str(tmp_path / "init"))
+    assert "(an image_classifier model)" in loaded and ("loaded 7 layer(s): conv2d, batch_normalization, conv2d_1, "
+                                                         "batch_normalization_1, dense, batch_normalization_2, "
+                                                         "probabilities") in loaded  # every weighted layer at 28 x 28
 
 
 @pytest.mark.parametrize("argv,match", [

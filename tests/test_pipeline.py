@@ -89,6 +89,34 @@ def test_an_epoch_resumed_at_step_k_is_the_rest_of_that_epoch_augmentation_inclu
     assert not np.array_equal(whole[0][0], whole[1][0] - 64 * 4)  # the noise is really there
 
 
+def test_each_worker_reads_only_its_own_rows_of_every_batch():
+    """WorkerShares' cut: the workers' parts of a step are that step's global batch, in order, the partial
+    last batch and a resumed epoch included; vectorize sees only its worker's rows; each part has its seed."""
+    seen = {0: [], 1: []}
+
+    def counting(worker):
+        def vectorize(x, y):  # records which examples this worker's pipeline read
+            return tf.numpy_function(lambda v: seen[worker].extend(v.tolist()) or v, [y], tf.int64), y
+        return vectorize
+
+    def augment(x, y, seed):
+        return tf.fill(tf.shape(x), seed[1]), y
+
+    whole = TrainingBatches(_examples(150), global_batch=64, seed=4)  # 64, 64, 22
+    for start in (0, 1):
+        parts = [TrainingBatches(_examples(150), global_batch=64, seed=4, vectorize=counting(w), augment=augment)
+                 .epoch(3, start, share=(2, w)) for w in (0, 1)]
+        steps = [list(part) for part in parts]
+        assert [len(s) for s in steps] == [3 - start] * 2
+        for step, (mine, theirs, batch) in enumerate(zip(*steps, _labels(whole.epoch(3, start)))):
+            assert len(mine[1]) == len(theirs[1]) == len(batch) // 2
+            assert mine[1].numpy().tolist() + theirs[1].numpy().tolist() == batch
+            seeds = {int(mine[0].numpy().max()), int(theirs[0].numpy().max())}
+            assert seeds == {2 * (start + step), 2 * (start + step) + 1}  # [key, step * workers + worker]
+    read = sum(_labels(whole.epoch(3)), []) + sum(_labels(whole.epoch(3, 1)), [])  # both passes' rows, once each
+    assert sorted(seen[0] + seen[1]) == sorted(read) and not set(seen[0]) & set(seen[1])
+
+
 def test_augmentation_is_the_same_eagerly_and_inside_tf_data(mnist_arrays):
     images = tf.constant(mnist_arrays["x_test"][:16])
     seed = tf.constant([3, 4], tf.int64)
