@@ -1,5 +1,5 @@
 """apps.regression, apps.sentiment and apps.charlm end to end: a smoke epoch under the default strategy
-and under a 2-replica MirroredStrategy on logical CPUs, TensorBoard read back, the
+and under a 2-replica MirroredStrategy on logical CPUs (sentiment: a 2-worker cluster), TensorBoard read back, the
 export served by a fresh process; S3's line against least squares; bad input."""
 import contextlib
 import io
@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, TensorBoard, cli, error_lines, in_process
+from conftest import ROOT, TensorBoard, cli, error_lines, in_process, start_cluster
 from test_cli import _tags
 
 # Under mirrored2 the export is checked as always but writes no LiteRT files: the default runs cover those.
@@ -80,10 +80,17 @@ def _check_bad_requests(export):
 
 
 def _run(tmp_path, app, *args):
-    """A smoke run of the app: in this process on one device, in a process of its own on two replicas."""
+    """A smoke run of the app: in this process on one device, in a process of its own on two replicas, in two
+    processes as a cluster."""
     argv = ["--smoke", "--data-source", "mirror", "--logdir", str(tmp_path / "runs"),
             "--export-dir", str(tmp_path / "sm"), *args]
-    out = cli(f"apps.{app}", *argv).stdout if "--strategy" in args else in_process(app, *argv)
+    if "multi_worker" in args:  # two worker processes on 127.0.0.1; worker 0's output
+        workers = start_cluster(["-m", f"apps.{app}", *argv])
+        outs = [w.communicate(timeout=600)[0] for w in workers]
+        assert [w.returncode for w in workers] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+        out = outs[0]
+    else:
+        out = cli(f"apps.{app}", *argv).stdout if "--strategy" in args else in_process(app, *argv)
     run_dir = next((tmp_path / "runs" / app).iterdir())
     return out, run_dir, json.loads((run_dir / "FINISHED.json").read_text())
 
@@ -131,10 +138,16 @@ def test_linear_lands_on_least_squares(tmp_path):
     assert _serve(tmp_path / "sm" / "regression_linear" / "1")["y"]
 
 
+# Sentiment's two replicas are two workers: its macro-F1 is a predict() after training, which every worker
+# must join (MirroredStrategy's two replicas: tests/test_privacy.py trains it so under --dp).
+CLUSTER = {"default": [], "cluster2": ["--strategy", "multi_worker", "--litert", "none", "--run-id", "cluster"]}
+
+
 @pytest.mark.long
-@pytest.mark.parametrize("strategy", list(STRATEGIES))
+@pytest.mark.parametrize("strategy", list(CLUSTER))
 def test_sentiment_smoke(tmp_path, data_dir, strategy):
-    out, run_dir, finished = _run(tmp_path, "sentiment", *STRATEGIES[strategy])
+    out, run_dir, finished = _run(tmp_path, "sentiment", *CLUSTER[strategy])
+    assert ("over 2 replica(s)" in out and "reads only its own rows" in out) == (strategy == "cluster2")
     assert "texts with conflicting labels dropped" in out and "test_macro_f1:" in out
     assert 0 <= finished["details"]["test_macro_f1"] <= 1
     assert {"sample_predictions/table", "explanations/text", "explanations/image",

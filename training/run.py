@@ -151,6 +151,9 @@ def run(app, config: RunConfig) -> Finished:
 
     # ---- Evaluate on the held-out test set.
     results = {f"test_{k}": float(v) for k, v in model.evaluate(data.test, return_dict=True, verbose=0).items()}
+    # The app's own findings, on every worker: a predict() in them is a collective op in a cluster (only the
+    # chief computing them, its predict waited for workers that had finished, and failed).
+    details = {**app.details(model, data.splits, config), **dp.details(model)}
 
     # ---- Save and export. The backups are dropped only once the export is in place, so a kill during
     # export resumes straight to exporting.
@@ -161,7 +164,6 @@ def run(app, config: RunConfig) -> Finished:
         return Finished(results, {}, run_dir, serving, exported, "", chief=False)
 
     # ---- Record: the app's own findings, TensorBoard's test scalars and HParams metrics, FINISHED.json.
-    details = {**app.details(model, data.splits, config), **dp.details(model)}
     numbers = {k: v for k, v in details.items() if isinstance(v, (int, float))}
     step = int(model.optimizer.iterations.numpy())
     tested = {**results, **{k: v for k, v in numbers.items() if not k.startswith("corpus_")}}
