@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from core.errors import UsageError
-from pipelines import image_files, splits as splitting
+from pipelines import class_folders, image_files, splits as splitting
 from pipelines.input import Splits
 
 SMOKE_FILES = (512, 128, 128)  # train, validation, test pictures of --smoke
@@ -62,7 +62,7 @@ def fingerprint(paths: list) -> str:
     return digest.hexdigest()[:20]
 
 
-def headers(found: image_files.Found, data_dir: str, key: str, print_=print) -> dict:
+def headers(found: class_folders.Found, data_dir: str, key: str, print_=print) -> dict:
     """{"looks": [[format, width, height, mode, problem]] per file, "failed": [[path, why]] or absent until
     decoded}: the first pass's findings, or what an earlier run on the same folder found."""
     path = record_path(data_dir, key)

@@ -33,19 +33,11 @@ from typing import NamedTuple
 import numpy as np
 
 from core.errors import UsageError
+from pipelines import class_folders
 
-SPLIT_FOLDERS = ("train", "validation", "test")
 DECODED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")  # what tf.io.decode_image reads (and Pillow names)
 MAX_PIXELS = 50_000_000  # larger pictures are listed, not decoded: one would take 200 MB as RGBA
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
-
-
-class Found(NamedTuple):
-    paths: list  # every file, as str, in a stable order (split, class, path)
-    labels: np.ndarray  # int64 class index per file
-    classes: list  # class folder names, sorted
-    given_split: np.ndarray | None  # int8 per file from train/validation/test folders, or None
-    layout: str  # "class folders" or "train/validation/test folders"
 
 
 class Look(NamedTuple):
@@ -58,54 +50,9 @@ class Look(NamedTuple):
     problem: str  # "" when the file can be decoded
 
 
-def _files(folder: Path) -> list:
-    """Every file under folder, hidden ones (".DS_Store", ".git") left out, sorted."""
-    out = []
-    for root, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        out += [os.path.join(root, n) for n in sorted(names) if not n.startswith(".")]
-    return out
-
-
-def _class_folders(folder: Path) -> list:
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def find(given: str) -> Found:
+def find(given: str) -> class_folders.Found:
     """The files of DIR/<class>/..., or of DIR/{train,validation,test}/<class>/... when those exist."""
-    folder = Path(given)
-    if not folder.is_dir():
-        raise UsageError(f"--data {given}: no such folder" if not folder.exists() else
-                         f"--data {given} is a file: give the folder that holds one folder of pictures per class")
-    how = "put each class's pictures in a folder of its own: DIR/cats/..., DIR/dogs/..."
-    splits = [s for s in SPLIT_FOLDERS if (folder / s).is_dir()]
-    if splits:
-        if "train" not in splits:
-            raise UsageError(f"--data {given} has {'/'.join(splits)} folders but no train folder beside them")
-        per_split = {s: _class_folders(folder / s) for s in splits}
-        classes = sorted(set().union(*per_split.values()))
-        for s, names in per_split.items():
-            if not names:
-                raise UsageError(f"--data {given}/{s} has no class folders: {how}")
-            missing = [c for c in classes if c not in names]
-            if missing:
-                other = next(o for o in splits if missing[0] in per_split[o])
-                raise UsageError(f"--data {given}: class {missing[0]!r} is in {other}/ but not in {s}/; every split "
-                                 "folder needs the same class folders")
-        rows = [(code, c, p) for code, s in enumerate(SPLIT_FOLDERS) if s in splits for c in per_split[s]
-                for p in _files(folder / s / c)]
-        layout = f"{'/'.join(splits)} folders"
-    else:
-        classes = _class_folders(folder)
-        if not classes:
-            raise UsageError(f"--data {given} has no class folders: {how}")
-        rows = [(0, c, p) for c in classes for p in _files(folder / c)]
-        layout = "class folders"
-    if len(classes) < 2:
-        raise UsageError(f"--data {given} has one class folder ({classes[0]!r}): a classifier needs at least two")
-    index = {c: i for i, c in enumerate(classes)}
-    return Found([p for _, _, p in rows], np.array([index[c] for _, c, _ in rows], np.int64), classes,
-                 np.array([code for code, _, _ in rows], np.int8) if splits else None, layout)
+    return class_folders.find(given, "pictures", "DIR/cats/..., DIR/dogs/...")
 
 
 def look(path: str) -> Look:

@@ -159,7 +159,8 @@ class _Counting(io.RawIOBase):
         return n
 
 
-def _sniff(path: Path, encoding: str) -> str:
+def sniff_delimiter(path: Path, encoding: str) -> str:
+    """The delimiter of a CSV-like file from its first 64 KB: comma, tab, semicolon or bar."""
     with open(path, encoding=encoding, errors="replace", newline="") as f:
         sample = f.read(1 << 16)
     try:
@@ -183,7 +184,7 @@ def _names(header: list[str]) -> list[str]:
 def _scan(path: Path, cache: Path, options: Options, progress) -> None:
     encoding = "utf-8-sig" if options.encoding.lower().replace("_", "-") in ("utf-8", "utf8") else options.encoding
     try:
-        delimiter = options.delimiter or _sniff(path, encoding)
+        delimiter = options.delimiter or sniff_delimiter(path, encoding)
     except LookupError:
         raise UsageError(f"--encoding {options.encoding}: Python knows no such encoding (try utf-8, latin-1, "
                          "cp1252)") from None
