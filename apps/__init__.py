@@ -6,4 +6,4 @@ import cli  # noqa: F401  (first: under python -m it filters TensorFlow's start-
 
 APPS = {"mnist": "apps.mnist", "fashion_mnist": "apps.fashion_mnist", "regression": "apps.regression",
         "sentiment": "apps.sentiment", "charlm": "apps.charlm", "tabular": "apps.tabular",
-        "image_classifier": "apps.image_classifier"}
+        "image_classifier": "apps.image_classifier", "text_classifier": "apps.text_classifier"}

@@ -16,7 +16,6 @@ import tensorflow as tf
 from keras import layers
 
 from core.errors import UsageError
-from pipelines import text as text_data
 from training import transfer
 
 BOUNDARY = "\n"
@@ -28,14 +27,14 @@ def between_boundaries(texts: tf.Tensor) -> tf.Tensor:
     return tf.strings.join([BOUNDARY, texts, BOUNDARY])
 
 
-def vectorizer(config, train, length: int) -> layers.TextVectorization:
+def vectorizer(config, texts, length: int) -> layers.TextVectorization:
     """Character ids, `length` per text (0-padded); the vocabulary of --init-from's model if it has one,
-    else learnt from the training texts."""
+    else learnt from the training texts (`texts`: the training split's texts, batched)."""
     layer = layers.TextVectorization(max_tokens=MAX_CHARACTERS, split="character", standardize=None,
                                      output_mode="int", output_sequence_length=length, name="chars")
     inherited = transfer.source_file(config, VOCABULARY_FILE)
     if inherited is None:
-        layer.adapt(text_data.training_texts(train).map(between_boundaries))  # the training split only
+        layer.adapt(texts.map(between_boundaries))  # the training split only
         return layer
     try:
         vocabulary = json.loads(inherited.read_text())

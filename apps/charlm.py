@@ -54,7 +54,8 @@ def check_config(config):
 def load_data(config):
     """Plain texts; each becomes (ids[:-1], ids[1:]) pairs: every character predicts the next."""
     splits = text_data.lines(config.data_source, config.data_dir, smoke=config.smoke)
-    chars = characters.vectorizer(config, splits.train, config.options["sequence_length"] + 1)
+    chars = characters.vectorizer(config, text_data.training_texts(splits.train),
+                                  config.options["sequence_length"] + 1)
 
     def vectorize(texts, labels):  # next-character pairs; 0 pads and is masked out of the loss
         ids = chars(characters.between_boundaries(texts))

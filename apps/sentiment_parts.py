@@ -20,7 +20,7 @@ import tensorflow as tf
 from apps import characters
 from core.errors import UsageError
 from observation import explain, figures
-from observation.callbacks import Pictures
+from observation.callbacks import Pictures, confusion_matrix
 
 WORD_VOCABULARY_FILE = "word_vocabulary.json"  # the cnn's word ids, beside its export (--explain reads it)
 LABELS_FILE = "labels.json"  # the class names in the model's order, beside every export
@@ -101,11 +101,16 @@ def figure(texts, probabilities, rows, class_names, title, labels=None):
     return figures.highlighted_text(lines, f"{title}: green for the predicted class, red against it")
 
 
-def pictures(logdir, splits, config) -> list:
-    """Every epoch: fixed test texts with their predictions, and what each prediction rests on."""
+def pictures(logdir, splits, config, test=None) -> list:
+    """Every epoch: fixed test texts with their predictions, and what each prediction rests on. At the end
+    (given the test batches): the confusion matrix with the class names, and each class's precision, recall
+    and F1 (a user's unbalanced labels: macro-F1 is their mean)."""
     sample = list(splits.test.take(SHOWN).as_numpy_iterator())
-    texts, labels = [t.decode("utf-8") for t, _ in sample], [int(y) for _, y in sample]
+    first, labels = [t for t, _ in sample], [int(y) for _, y in sample]
     info, names = splits.info, list(splits.info["class_names"])
+    if info.get("read") is not None:  # the splits hold row numbers (a user's file): their texts
+        first = info["reader"](np.array(first, np.int64)).tolist()
+    texts = [t.decode("utf-8") for t in first]
     vocabulary = info["vectorizer"].get_vocabulary() if config.model == "cnn" else None
 
     def epoch_end(model, when):
@@ -115,7 +120,35 @@ def pictures(logdir, splits, config) -> list:
                 "explanations/text": markdown(texts, probabilities, rows, names, labels),
                 "explanations/image": figure(texts, probabilities, rows, names, f"Test texts, {when}", labels)}
 
-    return [Pictures(logdir, epoch_end=epoch_end)]
+    def train_end(model, when):
+        truth = np.concatenate([np.asarray(y) for _, y in test])
+        predicted = model.predict(test, verbose=0).argmax(-1)
+        return per_class(truth, predicted, names, when)
+
+    return [Pictures(logdir, epoch_end=epoch_end, train_end=train_end if test is not None else None)]
+
+
+MATRIX_CLASSES = 30  # the confusion matrix shows at most this many classes: the most frequent ones
+
+
+def per_class(truth: np.ndarray, predicted: np.ndarray, names: list, when: str) -> dict:
+    """The test set's confusion matrix (its MATRIX_CLASSES most frequent classes) and a table of every
+    class's precision, recall, F1 and texts, worst F1 first."""
+    matrix = confusion_matrix(truth, predicted, len(names))
+    support, hits = matrix.sum(1), np.diag(matrix)
+    precision = hits / np.maximum(matrix.sum(0), 1)
+    recall = hits / np.maximum(support, 1)
+    f1 = np.where(hits > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    shown = np.sort(np.argsort(-support, kind="stable")[:MATRIX_CLASSES])
+    some = f"\nthe {len(shown)} most frequent of {len(names)} classes" if len(shown) < len(names) else ""
+    title = (f"Test set, {len(truth):,} texts, {when}: accuracy {hits.sum() / max(len(truth), 1):.2%}, macro-F1 "
+             f"{f1.mean():.3f}{some}\nrows: true class, columns: predicted class")
+    rows = ["| class | precision | recall | F1 | texts |", "|---|---|---|---|---|"]
+    rows += [f"| {names[c]} | {precision[c]:.3f} | {recall[c]:.3f} | {f1[c]:.3f} | {support[c]:,} |"
+             for c in np.argsort(f1, kind="stable")]
+    return {"confusion_matrix": figures.confusion_matrix(matrix[np.ix_(shown, shown)], [names[c] for c in shown],
+                                                         title),
+            "per_class/table": "\n".join(rows)}
 
 
 def table(texts, probabilities, labels, class_names) -> str:

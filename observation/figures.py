@@ -7,6 +7,7 @@ tf.summary.image takes; save() writes the PNG `--explain` leaves behind.
 from __future__ import annotations
 
 import io
+import re
 
 import matplotlib
 
@@ -166,6 +167,9 @@ def predicted_vs_true(true, predicted, quantity: str, title: str):
     return figure
 
 
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # drawn as "·": the font has no glyph (a tab, a terminal's backspace)
+
+
 def highlighted_text(lines: list[tuple[list[str], np.ndarray, str]], title: str, width: float = 9.0):
     """Texts with every token on a background by its attribution: green for the prediction,
     red against it, white for nothing. lines: [(tokens, scores, caption)]; tokens keep their spaces."""
@@ -182,7 +186,8 @@ def highlighted_text(lines: list[tuple[list[str], np.ndarray, str]], title: str,
             strength = min(abs(score) / limit, 1.0)
             colour = (1 - 0.7 * strength, 1, 1 - 0.7 * strength) if score > 0 else (1, 1 - 0.7 * strength,
                                                                                     1 - 0.7 * strength)
-            text = figure.text(x, y, token.replace("\n", "⏎").replace("$", r"\$"), fontsize=11, va="top",
+            shown = CONTROL.sub("·", token.replace("\n", "⏎").replace("\t", " ")).replace("$", r"\$")
+            text = figure.text(x, y, shown, fontsize=11, va="top",
                                family="monospace", bbox=dict(facecolor=colour, edgecolor="none", pad=1.5))
             advance = (text.get_window_extent(renderer).width + 4) / (width * figure.dpi)  # + the boxes' padding
             if x + advance > 0.98 and x > 0.01:

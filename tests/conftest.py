@@ -36,6 +36,15 @@ from training.strategy import split_cpu  # noqa: E402
 
 split_cpu(2)
 
+# Real data from Debian's packages: the tests that read them are skipped, saying what to install, without them.
+needs_fashion = pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
+                                   reason="needs Debian's dataset-fashion-mnist (sudo apt-get install "
+                                          "dataset-fashion-mnist; .ci/run installs it)")
+needs_fortunes = pytest.mark.skipif(not os.path.isdir("/usr/share/games/fortunes/cs"),
+                                    reason="needs Debian's fortunes in seven languages (sudo apt-get install fortunes "
+                                           "fortunes-de fortunes-es fortunes-it fortunes-ru fortunes-pl fortunes-cs; "
+                                           ".ci/run installs them)")
+
 
 @pytest.fixture(autouse=True)
 def _seed_and_policy():

@@ -20,12 +20,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import cli, error_lines, in_process
+from conftest import cli, error_lines, in_process, needs_fashion
 
 from apps import image_classifier_parts as parts, image_folder
 from benchmarks import image_folders
 from core.errors import UsageError
 from pipelines import image_files, splits
+
+
+pytestmark = needs_fashion  # the pictures are Fashion-MNIST's, from Debian's package
 
 
 @pytest.fixture(scope="module")

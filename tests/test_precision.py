@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import cli, error_lines, in_process
+from conftest import cli, error_lines, in_process, needs_fashion, needs_fortunes
 
 from benchmarks import tables as real
 from deployment import precision
@@ -114,23 +114,30 @@ APPS = {  # app -> (extra flags, --explain input, words the explanation prints)
     # apps.mnist's code, covered above).
     "image_classifier": (["--data", "{messy}"], "Trouser/sixteen_bit.png", "decoded and resized to 40 x 40 RGB"),
     "regression": ([], "4,97,88,2130,14.5,70,3,datsun pl510", "reference car:"),
-    "sentiment": ([], "what a great flight, thank you", "the words it rests on"),
+    # A user's texts (apps.sentiment trains the same models on its tweets: tests/test_apps.py).
+    "text_classifier": (["--data", "{languages}"], "what a great flight, thank you", "the words it rests on"),
     "charlm": (["--sequence-length", "48"], "I think that", "next character"),
     "tabular": (["--data", str(real.penguins()), "--target", "species"], "penguin.csv", "reference row:"),
 }
 GATED = ("mnist", "tabular")  # bfloat16 reruns through the gate: a convnet compiled with XLA, a table's lookups
-SERVED = {"tabular": "penguins", "image_classifier": "messy"}  # named after the file or folder
+SERVED = {"tabular": "penguins", "image_classifier": "messy", "text_classifier": "languages"}  # its data's name
 PENGUIN = "species,island,bill_length_mm,bill_depth_mm,flipper_length_mm,body_mass_g,sex,year\n" \
           "Adelie,Torgersen,39.1,18.7,181,3750,male,2007\n"
 
 
 def _flags(tmp_path, app) -> list:
-    """APPS' flags, a picture folder written where one is named."""
-    from benchmarks import image_folders
+    """APPS' flags, a picture folder or a file of texts written where one is named."""
+    from benchmarks import image_folders, text_sets
 
+    for mark, needed in ((needs_fashion, "{messy}"), (needs_fortunes, "{languages}")):
+        if needed in APPS[app][0] and mark.args[0]:
+            pytest.skip(mark.kwargs["reason"])
     if "{messy}" in APPS[app][0] and not (tmp_path / "messy").exists():
         image_folders.messy_folder(tmp_path / "messy")
-    return [flag.replace("{messy}", str(tmp_path / "messy")) for flag in APPS[app][0]]
+    if "{languages}" in APPS[app][0] and not (tmp_path / "languages.csv").exists():
+        text_sets.languages(tmp_path / "languages.csv", per_label=60)
+    return [flag.replace("{messy}", str(tmp_path / "messy")).replace("{languages}", str(tmp_path / "languages.csv"))
+            for flag in APPS[app][0]]
 
 
 def _smoke(tmp_path, app, *flags, check=True):
@@ -206,7 +213,8 @@ def test_every_app_end_to_end(tmp_path, data_dir, app, policy):
     assert floats and set(floats.values()) == {"float32"}, floats  # float32 at the outputs whatever the training
     assert {"__graph__", "epoch_loss"} <= _tags(run_dir / "train") and _tags(run_dir / "test")  # TensorBoard
     pictures = {"mnist": "explanations", "image_classifier": "explanations", "regression": "explanations/cars",
-                "sentiment": "explanations/image", "charlm": "explanations/image", "tabular": "explanations/rows"}[app]
+                "text_classifier": "explanations/image", "charlm": "explanations/image",
+                "tabular": "explanations/rows"}[app]
     assert pictures in _tags(run_dir / "test")
     assert APPS[app][2] in _explained(tmp_path, app, version)
     if policy == "float16" or app not in GATED:

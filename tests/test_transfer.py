@@ -2,7 +2,6 @@
 loaded weights, --fine-tune-epochs thaws them (and resumes across the phase
 change), the character vocabulary follows the model it came from, --train-examples."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from apps import characters, charlm, fashion_mnist, mnist, sentiment
-from conftest import ROOT, backup_steps, cli, error_lines, rows, wait_until, ONLY_TRAINING
+from conftest import ROOT, backup_steps, cli, error_lines, rows, wait_until, ONLY_TRAINING, needs_fashion
 from core.errors import UsageError
 from pipelines.input import Splits, labelled_subset
 from cli.parser import parse_config
@@ -91,7 +90,7 @@ def test_transfer_flags_that_do_not_fit_together(tmp_path, argv, words):
 
 def test_a_character_model_takes_the_vocabulary_of_the_model_it_starts_from(tmp_path):
     """Its ids must mean the same characters, or the loaded embedding would be nonsense."""
-    texts = tf.data.Dataset.from_tensor_slices((["zebra", "quiz", "abc"], [0, 1, 2]))
+    texts = tf.data.Dataset.from_tensor_slices(["zebra", "quiz", "abc"]).batch(2)  # the training texts, batched
     base = parse_config(charlm, [])
     own = characters.vectorizer(base, texts, 8)
     folder = tmp_path / "lm"
@@ -134,8 +133,6 @@ def test_train_examples_draws_a_seeded_subset():
 
 # ---- End to end: an MNIST model starts Fashion-MNIST, frozen, then fine-tuned (the Debian files).
 
-needs_fashion = pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
-                                   reason="Debian's dataset-fashion-mnist is not installed (.ci/run installs it)")
 SMOKE = ["--smoke", "--data-source", "mirror", "--deterministic", *ONLY_TRAINING]
 
 
