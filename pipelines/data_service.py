@@ -21,7 +21,6 @@ import signal
 import socket
 import sys
 import threading
-import time
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
     service = tf.data.experimental.service
+    stop = threading.Event()
+    reporter = None
     if args.kind == "dispatcher":
         server = service.DispatchServer(service.DispatcherConfig(port=args.port))
         print(f"tf.data service dispatcher at {server.target}; training: --data-service {server.target}", flush=True)
@@ -48,13 +49,15 @@ def main(argv: list[str] | None = None) -> int:
         address = args.dispatcher.split("://")[-1]
         server = service.WorkerServer(service.WorkerConfig(dispatcher_address=address, port=args.port))
         print(f"tf.data service worker for dispatcher {address}", flush=True)
-        threading.Thread(target=report_tasks, args=(server,), daemon=True).start()
+        reporter = threading.Thread(target=report_tasks, args=(server, stop), daemon=True)
+        reporter.start()
     # join() would block in TensorFlow's C++ where Python never sees SIGTERM or Ctrl-C: wait here instead.
-    stop = threading.Event()
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, lambda *_: stop.set())
     while not stop.wait(1.0):
         pass
+    if reporter is not None:
+        reporter.join()  # its last line before "stopped", and no count asked of a stopped server
     server.stop()
     print("stopped", flush=True)
     return 0
@@ -67,11 +70,11 @@ def port_free(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) != 0
 
 
-def report_tasks(server, every: float = 2.0) -> None:
-    """A line whenever the worker has taken on new tasks (one per epoch of each training run it serves)."""
+def report_tasks(server, stop: threading.Event, every: float = 2.0) -> None:
+    """A line whenever the worker has taken on new tasks (one per epoch of each training run it serves),
+    until `stop` is set."""
     seen = 0
-    while True:
-        time.sleep(every)
+    while not stop.wait(every):
         try:
             count = server._num_tasks()  # noqa: SLF001  TensorFlow's only count of a worker's tasks
         except Exception:  # noqa: BLE001  a TensorFlow without it: the worker still works, silently
