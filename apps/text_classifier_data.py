@@ -35,11 +35,7 @@ class Prepared(NamedTuple):
 
     def reader(self):
         """rows -> their texts (UTF-8 bytes, an object array), with each source's cache opened once."""
-        stores = []
-        for source in self.sources:
-            offsets = np.load(source.cache / "offsets.npy", mmap_mode="r")
-            data = np.memmap(source.cache / "texts.bin", np.uint8, "r") if offsets[-1] else np.zeros(0, np.uint8)
-            stores.append((offsets, data))
+        stores = [text_files.store(source.cache) for source in self.sources]
 
         def read(rows) -> np.ndarray:
             rows = np.asarray(rows, np.int64)

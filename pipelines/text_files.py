@@ -70,9 +70,14 @@ class Texts(NamedTuple):
 
     def texts(self, rows: np.ndarray) -> list:
         """The texts of the given rows, as UTF-8 bytes."""
-        offsets = np.load(self.cache / "offsets.npy", mmap_mode="r")
-        data = np.memmap(self.cache / "texts.bin", np.uint8, "r") if offsets[-1] else np.zeros(0, np.uint8)
+        offsets, data = store(self.cache)
         return [data[offsets[r]:offsets[r + 1]].tobytes() for r in np.asarray(rows, np.int64)]
+
+
+def store(cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A cache's (offsets, texts' bytes), memory-mapped: text r is bytes offsets[r]:offsets[r + 1]."""
+    offsets = np.load(cache / "offsets.npy", mmap_mode="r")
+    return offsets, np.memmap(cache / "texts.bin", np.uint8, "r") if offsets[-1] else np.zeros(0, np.uint8)
 
 
 def read(given: str, data_dir: str, options: Options | None = None, progress=print) -> Texts:
