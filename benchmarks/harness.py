@@ -110,6 +110,33 @@ def run_app(app, argv: list[str], scratch: str | Path, quiet: bool = True, proce
     return Result(results, run_dir, finished, seconds, stdout)
 
 
+MEASURED = """import resource, runpy, sys
+module = sys.argv[1]
+sys.argv = [module, *sys.argv[2:]]
+code = 0
+try:
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+except SystemExit as done:
+    code = done.code
+print("peak_rss_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+      resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.exit(code)
+"""
+
+
+def run_measured(module: str, argv: list[str]) -> tuple[str, float, float]:
+    """`python -m MODULE ARGV` in a fresh process: (its stdout, wall seconds, peak RSS in MB). The peak is the
+    largest process's: the run's, or a child's such as the export check (a child's figure counts the pages it
+    shared with the run when it forked, so it is never below the run's at that moment)."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", MEASURED, module, *argv], cwd=ROOT, text=True, capture_output=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(done.stdout[-2000:] + done.stderr[-2000:])
+    peak = next(x for x in done.stdout.splitlines() if x.startswith("peak_rss_kb"))
+    return done.stdout, seconds, max(int(v) for v in peak.split()[1:]) / 1024
+
+
 def command(module: str, argv: list[str] | None) -> str:
     """The benchmark's command line as it was typed, without --json DIR (what its JSON records)."""
     args = list(sys.argv[1:] if argv is None else argv)

@@ -34,8 +34,6 @@ from __future__ import annotations
 import argparse
 import csv
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -257,18 +255,6 @@ def make_large(path: Path, gigabytes: float, seed: int = 0) -> int:
     return rows
 
 
-PEAK = """import resource, runpy, sys
-sys.argv = ["apps.tabular", *sys.argv[1:]]
-try:
-    runpy.run_module("apps.tabular", run_name="__main__", alter_sys=True)
-except SystemExit as done:
-    code = done.code
-print("peak_rss_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-      resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-sys.exit(code)
-"""
-
-
 def scale_row(path: Path, scratch: Path, data_dir: str) -> dict:
     """Read and train one epoch in a fresh process: its figures, and its peak RSS (and the export check's,
     which runs in a process of its own)."""
@@ -277,15 +263,8 @@ def scale_row(path: Path, scratch: Path, data_dir: str) -> dict:
     argv = ["--data", str(path), "--target", "weather", "--epochs", "1", "--batch-size", "4096", "--data-dir",
             data_dir, "--litert", "none", "--pictures", "none", "--fresh", "--publish", "always",
             "--logdir", str(scratch / "runs"), "--export-dir", str(scratch / "export")]
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", PEAK, *argv], cwd=harness.ROOT, text=True, capture_output=True)
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        raise RuntimeError(done.stdout[-2000:] + done.stderr[-2000:])
-    lines = done.stdout.splitlines()
-    # The largest process's peak: the run's, or its export check's (a child's figure counts the pages it
-    # shared with the run when it forked, so it is never below the run's at that moment).
-    peak_kb = max(int(v) for v in next(x for x in lines if x.startswith("peak_rss_kb")).split()[1:])
+    stdout, seconds, peak_mb = harness.run_measured("apps.tabular", argv)
+    lines = stdout.splitlines()
     run_dir = Path(next(x.split("run folder ", 1)[1] for x in lines if x.startswith("run folder ")))
     reading = next(x for x in lines if x.strip().startswith("read ") and " rows in " in x)  # "read F: N rows in S s"
     reading_seconds = max(1.0, float(reading.rsplit(" rows in ", 1)[1].split()[0]))
@@ -295,7 +274,7 @@ def scale_row(path: Path, scratch: Path, data_dir: str) -> dict:
             "reading_seconds": reading_seconds, "reading_rows_per_second": sum(counts.values()) / reading_seconds,
             "wall_seconds": seconds, "training_seconds": finished["training_seconds"],
             "train_rows_per_second": counts["train"] / finished["training_seconds"],
-            "peak_rss_mb": peak_kb / 1024, "test_accuracy": finished["test_accuracy"]}
+            "peak_rss_mb": peak_mb, "test_accuracy": finished["test_accuracy"]}
 
 
 def main(argv=None) -> None:

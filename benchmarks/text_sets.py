@@ -38,13 +38,21 @@ def entries(path: Path) -> list:
     return [e.strip(b"\n") for e in (b"\n" + raw + b"\n").split(b"\n%\n") if e.strip()]
 
 
+HEADER = b"text,label\n"
+
+
+def csv_row(text: bytes, label: str) -> bytes:
+    """One row of the quoted CSV "text,label", the text's bytes unchanged."""
+    return b'"' + text.replace(b'"', b'""') + b'",' + label.encode() + b"\n"
+
+
 def _write(out: Path, rows: list) -> Path:
-    """rows: (text bytes, label) -> a quoted CSV "text,label", the texts' bytes unchanged."""
+    """rows: (text bytes, label) -> a quoted CSV "text,label"."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "wb") as f:
-        f.write(b"text,label\n")
+        f.write(HEADER)
         for text, label in rows:
-            f.write(b'"' + text.replace(b'"', b'""') + b'",' + label.encode() + b"\n")
+            f.write(csv_row(text, label))
     return out
 
 
@@ -65,8 +73,12 @@ def _sample(rows: list, per_label: int | None, seed: int) -> list:
 def languages(out: Path, per_label: int | None = None, seed: int = 0) -> Path:
     """Every fortune of the seven languages (about 89,000), labelled with its language; per_label: at most
     that many of each, drawn with the seed."""
-    rows = [(text, lang) for lang in LANGUAGES for path in fortune_files(lang) for text in entries(path)]
-    return _write(out, _sample(rows, per_label, seed))
+    return _write(out, _sample(language_rows(), per_label, seed))
+
+
+def language_rows() -> list:
+    """(text bytes, language) of every fortune of the seven languages."""
+    return [(text, lang) for lang in LANGUAGES for path in fortune_files(lang) for text in entries(path)]
 
 
 def topics(out: Path, per_label: int | None = None, seed: int = 0) -> Path:

@@ -11,6 +11,8 @@ from core.errors import UsageError
 from pipelines import splits as splitting, text_files
 from pipelines.text_files import Options, read
 
+from conftest import needs_fortunes
+
 
 def _read(path, tmp_path, **options):
     return read(str(path), str(tmp_path / "cache"), Options(**options), progress=None)
@@ -51,6 +53,30 @@ def test_tsv_json_lines_and_a_split_column(tmp_path):
     texts = _read(lines, tmp_path)
     assert texts.layout == "JSON Lines" and _all(texts) == ["Привет, как дела?", "こんにちは", "ok", "yes"]
     assert texts.classes == ["3", "ja", "ru", "true"] and texts.counts["empty_dropped"] == 1
+
+
+@pytest.mark.parametrize("delimiter, suffix", [(",", ".csv"), (";", ".csv"), ("\t", ".txt"), ("|", ".csv")])
+def test_the_delimiter_is_the_one_the_header_and_rows_agree_on(tmp_path, delimiter, suffix):
+    """Quoted texts whose every line holds a tab and a semicolon (a fortune's attribution line) misled
+    csv.Sniffer into the tab; the header and the records decide."""
+    quote = '"'
+    rows = [f'{quote}A critic is a bundle of biases;\n\t\t-- Whitney Balliett; 1970{quote}{delimiter}art'
+            for _ in range(30)] + [f"{quote}Plain, short{quote}{delimiter}misc"] * 30
+    path = tmp_path / f"fortunes{suffix}"
+    path.write_text(f"text{delimiter}label\n" + "\n".join(rows) + "\n")
+    texts = _read(path, tmp_path)
+    assert texts.classes == ["art", "misc"] and texts.counts["texts"] == 60
+    assert _all(texts)[0] == "A critic is a bundle of biases;\n\t\t-- Whitney Balliett; 1970"
+
+
+@needs_fortunes
+def test_a_csv_of_fortunes_with_tabbed_attributions_reads_as_a_csv(tmp_path):
+    """The English fortunes by topic: csv.Sniffer took this comma-separated file for tab-separated (its quoted
+    texts carry tab-indented attribution lines) and the columns were not found."""
+    from benchmarks import text_sets
+
+    texts = _read(text_sets.topics(tmp_path / "topics.csv", per_label=40), tmp_path)
+    assert texts.layout == "CSV" and len(texts.classes) == len(text_sets.fortune_files("en"))
 
 
 def test_folders_of_labels_with_a_suffix_and_split_folders(tmp_path):
