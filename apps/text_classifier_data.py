@@ -35,16 +35,15 @@ class Prepared(NamedTuple):
 
     def reader(self):
         """rows -> their texts (UTF-8 bytes, an object array), with each source's cache opened once."""
-        stores = [text_files.store(source.cache) for source in self.sources]
+        stores = [text_files.Store(source.cache) for source in self.sources]
 
         def read(rows) -> np.ndarray:
             rows = np.asarray(rows, np.int64)
             which = np.searchsorted(self.starts, rows, side="right") - 1
             out = np.empty(len(rows), object)
-            for i, (row, s) in enumerate(zip(rows, which)):
-                offsets, data = stores[s]
-                local = row - self.starts[s]
-                out[i] = data[offsets[local]:offsets[local + 1]].tobytes()
+            for s in np.unique(which):
+                mine = which == s
+                out[mine] = stores[s](rows[mine] - self.starts[s])
             return out
 
         return read

@@ -37,6 +37,7 @@ class Result(NamedTuple):
     finished: dict  # the run folder's FINISHED.json: training_seconds, weights_sha256, export, ...
     seconds: float  # wall time of the whole run, data and export included
     stdout: str = ""
+    peak_rss_mb: float | None = None  # process=True: the run's own peak (or its largest child's, run_measured)
 
     @property
     def training_seconds(self) -> float:
@@ -81,12 +82,12 @@ def run_app(app, argv: list[str], scratch: str | Path, quiet: bool = True, proce
             f"{scratch}/export"]
     run_dir = resolve_run_dir(parse_config(module, argv))  # the folder run() will pick
     start = time.perf_counter()
-    stdout = ""
+    stdout, peak_mb = "", None
     with open(log, "a") if log else contextlib.nullcontext() as out:
         if process:
-            done = subprocess.run([sys.executable, "-m", f"apps.{module.NAME}", *argv], cwd=ROOT, text=True,
-                                  timeout=timeout, stdout=subprocess.PIPE, stderr=out or subprocess.PIPE)
-            stdout = done.stdout
+            done = subprocess.run([sys.executable, "-c", MEASURED, f"apps.{module.NAME}", *argv], cwd=ROOT,
+                                  text=True, timeout=timeout, stdout=subprocess.PIPE, stderr=out or subprocess.PIPE)
+            stdout, peak_mb = _peak(done.stdout)
             if out:
                 out.write(stdout)
             if done.returncode != 0:
@@ -107,7 +108,7 @@ def run_app(app, argv: list[str], scratch: str | Path, quiet: bool = True, proce
     finished = json.loads((run_dir / FINISHED).read_text())
     results = {k: v for k, v in finished.items() if k.startswith("test_")}
     results.update({k: v for k, v in finished.get("details", {}).items() if isinstance(v, (int, float))})
-    return Result(results, run_dir, finished, seconds, stdout)
+    return Result(results, run_dir, finished, seconds, stdout, peak_mb)
 
 
 MEASURED = """import resource, runpy, sys
@@ -133,8 +134,17 @@ def run_measured(module: str, argv: list[str]) -> tuple[str, float, float]:
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(done.stdout[-2000:] + done.stderr[-2000:])
-    peak = next(x for x in done.stdout.splitlines() if x.startswith("peak_rss_kb"))
-    return done.stdout, seconds, max(int(v) for v in peak.split()[1:]) / 1024
+    stdout, peak_mb = _peak(done.stdout)
+    return stdout, seconds, peak_mb
+
+
+def _peak(stdout: str) -> tuple[str, float | None]:
+    """MEASURED's output -> (the run's own output, its peak RSS in MB)."""
+    lines = stdout.splitlines(keepends=True)
+    found = [x for x in lines if x.startswith("peak_rss_kb ")]
+    if not found:
+        return stdout, None
+    return "".join(x for x in lines if x is not found[-1]), max(int(v) for v in found[-1].split()[1:]) / 1024
 
 
 def command(module: str, argv: list[str] | None) -> str:

@@ -21,7 +21,6 @@ signature's latency for base64 pictures at batch 1 and 64.
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import tempfile
 import time
@@ -41,6 +40,7 @@ def folder_row(folder: Path, seed: int, scratch: Path, log: Path) -> dict:
     return {"system": "folder", "seed": seed, "test_accuracy": result.results["test_accuracy"],
             "wall_seconds": time.perf_counter() - started, "training_seconds": result.training_seconds,
             "steps_per_second": 1 / result.step_seconds(), "export": str(result.export),
+            "peak_rss_mb": result.peak_rss_mb,
             "decoding_line": next((line for line in lines if "decoded pictures cached" in line), "").strip()}
 
 
@@ -153,7 +153,6 @@ def main(argv=None) -> None:
     print(rows[-1], flush=True)
     for seed in (int(s) for s in args.seeds.split(",")):
         rows.append(folder_row(folder, seed, scratch, log))
-        rows[-1]["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest so far
         print(rows[-1], flush=True)
         rows.append(memory_row(seed, scratch, log))
         print(rows[-1], flush=True)
@@ -178,7 +177,8 @@ def markdown(record: dict) -> str:
         spread = (max(accuracy) - min(accuracy)) / 2
         speed = (f"{statistics.median(r['steps_per_second'] for r in mine):.1f}" if "steps_per_second" in mine[0]
                  else "")
-        note = (f"peak RSS {max(r['peak_rss_mb'] for r in mine):,.0f} MB" if system == "folder" else
+        peaks = [r["peak_rss_mb"] for r in mine if r.get("peak_rss_mb")]
+        note = (f"peak RSS {max(peaks):,.0f} MB" if system == "folder" and peaks else
                 f"{', '.join(str(r['epochs']) for r in mine)} epoch(s)" if system == "keras.io recipe" else "")
         lines.append(f"| {system} | {np.mean(accuracy):.4f} ± {spread:.4f} | {speed} | "
                      f"{statistics.median(r['wall_seconds'] for r in mine):.0f} | {note} |")

@@ -57,13 +57,14 @@ def make_set(name: str, out: Path) -> tuple[Path, list]:
 
 
 def split_texts(path: Path, flags: list, seed: int, data_dir: str) -> dict:
-    """{split code: (texts as str, labels)}: the rows the app trains and tests on with this seed."""
+    """{split code: (texts as str, labels), "rows": {split code: rows}, "classes": how many}: the rows the app
+    trains and tests on with this seed."""
     config = parse_config(text_classifier, ["--data", str(path), *flags, "--seed", str(seed), "--data-dir", data_dir])
     prepared = data.prepare(config, print_=lambda *a, **k: None)
     read = prepared.reader()
-    out = {}
+    out = {"rows": {}}
     for code in (splitting.TRAIN, splitting.VALIDATION, splitting.TEST):
-        rows = np.flatnonzero(prepared.assignment == code)
+        rows = out["rows"][code] = np.flatnonzero(prepared.assignment == code)
         out[code] = ([t.decode("utf-8") for t in read(rows)], prepared.labels[rows])
     out["classes"] = len(prepared.classes)
     return out
@@ -138,7 +139,7 @@ def run_set(name: str, seeds: list, scratch: Path, data_dir: str, log: Path) -> 
         found[PEERS[1]].append(fasttext_peer(texts, scratch, seed))
         print(f"{name} seed {seed}: " + ", ".join(f"{k} {v[-1][0]:.4f}/{v[-1][1]:.4f}" for k, v in found.items()),
               flush=True)
-    counts = {k: len(v[0]) for k, v in split_texts(path, flags, seeds[0], data_dir).items() if k != "classes"}
+    counts = {k: len(v) for k, v in split_texts(path, flags, seeds[0], data_dir)["rows"].items()}
     rows = []
     for system, values in found.items():
         accuracy, f1 = [v[0] for v in values], [v[1] for v in values]

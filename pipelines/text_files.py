@@ -70,14 +70,27 @@ class Texts(NamedTuple):
 
     def texts(self, rows: np.ndarray) -> list:
         """The texts of the given rows, as UTF-8 bytes."""
-        offsets, data = store(self.cache)
-        return [data[offsets[r]:offsets[r + 1]].tobytes() for r in np.asarray(rows, np.int64)]
+        return Store(self.cache)(rows)
 
 
-def store(cache: Path) -> tuple[np.ndarray, np.ndarray]:
-    """A cache's (offsets, texts' bytes), memory-mapped: text r is bytes offsets[r]:offsets[r + 1]."""
-    offsets = np.load(cache / "offsets.npy", mmap_mode="r")
-    return offsets, np.memmap(cache / "texts.bin", np.uint8, "r") if offsets[-1] else np.zeros(0, np.uint8)
+class Store:
+    """A cache's texts by row: store(rows) -> their UTF-8 bytes. Text r is bytes offsets[r]:offsets[r + 1] of
+    texts.bin. The offsets (8 bytes a text) are memory-mapped; each text is read with pread, not from a memory
+    map of texts.bin, whose pages, once read, count as the process's own memory (RSS): an epoch over a file of
+    texts larger than memory would look like a process that holds it all."""
+
+    def __init__(self, cache: Path):
+        self.offsets = np.load(cache / "offsets.npy", mmap_mode="r")
+        self.fd = os.open(cache / "texts.bin", os.O_RDONLY) if self.offsets[-1] else None
+
+    def __call__(self, rows) -> list:
+        o = self.offsets
+        return [os.pread(self.fd, int(o[r + 1] - o[r]), int(o[r])) if self.fd is not None else b""
+                for r in np.asarray(rows, np.int64)]
+
+    def __del__(self):
+        if getattr(self, "fd", None) is not None:
+            os.close(self.fd)
 
 
 def read(given: str, data_dir: str, options: Options | None = None, progress=print) -> Texts:

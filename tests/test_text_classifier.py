@@ -49,6 +49,23 @@ def test_the_languages_train_and_the_export_takes_raw_strings(trained):
     assert split["counts"] == {"train": 294, "validation": 63, "test": 63, "left_out": 0}
 
 
+def test_the_benchmark_peers_get_the_apps_own_rows_and_scores(trained, languages):
+    """benchmarks/texts.py: the peers fit and score on the rows the app trained and tested on, and macro-F1
+    counts a label absent from the test rows and never predicted as 0, as the app's does."""
+    from benchmarks import texts
+
+    work, _ = trained
+    run_dir = next((work / "runs" / "text_classifier").glob("bag-*"))
+    assignment = np.load(run_dir / "split.npy")
+    found = texts.split_texts(languages, [], 42, str(work / "cache"))
+    for code in (0, 1, 2):  # train, validation, test
+        assert np.array_equal(found["rows"][code], np.flatnonzero(assignment == code))
+        assert len(found[code][0]) == len(found[code][1]) == len(found["rows"][code])
+    assert found["classes"] == 7 and all(isinstance(t, str) and t for t in found[0][0])
+    assert texts.scores([0, 0, 1], [0, 0, 1], 3) == (1.0, 2 / 3)
+    assert texts.fasttext_line("He said: (Hi!)\n\t-- Me") == "he said: ( hi ! ) -- me"
+
+
 def test_tf_serving_rows_and_columns_with_an_empty_string_and_unseen_characters(trained):
     from deployment.rest import SessionModel
 
