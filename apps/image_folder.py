@@ -9,9 +9,11 @@ the run makes its folder. Its first pass reads every file's header and then
 decodes every file once (pipelines/image_files.py): files that cannot be used
 are listed (in the run folder's skipped_files.txt) and counted, never read
 again, so training never meets one mid-epoch. The pass's findings are kept in
-DATA_DIR/images/<fingerprint>.json: a second run on the same folder (a resume,
+DATA_DIR/images/<fingerprint>-2/: a second run on the same folder (a resume,
 tuning, --explain) reads no file twice. The fingerprint is every file's path,
 size and modification time, so a changed folder is a new run, never a resume.
+Under multi_worker the workers share the pass, a part each, when they share
+DATA_DIR (pipelines/parts.py); workers with a DATA_DIR each do all of it.
 
 The splits hold file numbers; vectorize turns a batch of them into pixels:
 from the decoded copy (--cache memory: in memory; disk: a memory-mapped file
@@ -20,7 +22,6 @@ in DATA_DIR/images/) or by decoding the files again every epoch (none).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import statistics
 from pathlib import Path
@@ -30,12 +31,13 @@ import numpy as np
 import tensorflow as tf
 
 from core.errors import UsageError
-from pipelines import class_folders, image_files, splits as splitting
+from pipelines import class_folders, image_files, parts, splits as splitting
 from pipelines.input import Splits
+from training.strategy import read_tf_config
 
 SMOKE_FILES = (512, 128, 128)  # train, validation, test pictures of --smoke
 MIN_SIZE, MAX_DEFAULT_SIZE = 8, 128  # --image-size: the model's least; the default's most (a CPU's time)
-RECORD_VERSION = 1  # of DATA_DIR/images/<fingerprint>.json
+LAYOUT = 2  # of DATA_DIR/images/<fingerprint>-<LAYOUT>/, the first pass's findings
 MEMORY_CACHE = 1 << 30  # --cache auto keeps decoded pictures in memory up to this many bytes, else decodes again
 
 
@@ -52,6 +54,7 @@ class Prepared(NamedTuple):
     fingerprint: str
     notes: list  # what was chosen and why, a line each
     rows: np.ndarray  # each usable file's row in the decoded cache (which also holds the files that failed)
+    stored: list  # the decoded cache's files, in order (pipelines/image_files.py: check_apart), or [] (none)
 
 
 def fingerprint(paths: list) -> str:
@@ -62,32 +65,34 @@ def fingerprint(paths: list) -> str:
     return digest.hexdigest()[:20]
 
 
-def headers(found: class_folders.Found, data_dir: str, key: str, print_=print) -> dict:
-    """{"looks": [[format, width, height, mode, problem]] per file, "failed": [[path, why]] or absent until
-    decoded}: the first pass's findings, or what an earlier run on the same folder found."""
-    path = record_path(data_dir, key)
-    if path.exists():
-        record = json.loads(path.read_text())
-        if record.get("version") == RECORD_VERSION:  # else written by another version of the suite: look again
-            return record
-    print_(f"Looking at {len(found.paths):,} files in {len(found.classes)} class folders ...", flush=True)
-    looks = image_files.probe(found.paths, progress=lambda line: print_(line, flush=True))
-    return {"version": RECORD_VERSION, "looks": [list(look) for look in looks]}
+def findings(data_dir: str, key: str) -> Path:
+    """The first pass's findings on the folder with this fingerprint (pipelines/parts.py's files)."""
+    return Path(data_dir) / "images" / f"{key}-{LAYOUT}"
 
 
-def record_path(data_dir: str, key: str) -> Path:
-    return Path(data_dir) / "images" / f"{key}.json"
+def member(config) -> tuple[int, int]:
+    """This process's place among the processes that share the first pass: (0, 1) but under multi_worker,
+    where TF_CONFIG's chief comes first, then its workers."""
+    if config.strategy != "multi_worker":
+        return 0, 1
+    tf_config = read_tf_config()
+    cluster, task = tf_config["cluster"], tf_config["task"]
+    chiefs = len(cluster.get("chief", []))
+    return (0 if task["type"] == "chief" else chiefs + int(task["index"])), chiefs + len(cluster["worker"])
 
 
-def store_path(data_dir: str, key: str, size: int, channels: int) -> Path:
-    return Path(data_dir) / "images" / f"{key}-{size}-{channels}.npy"
+def headers(found: class_folders.Found, folder: Path, place: tuple[int, int], print_=print) -> list:
+    """[format, width, height, mode, problem] per file: the first pass's look at every header, or what an
+    earlier run on the same folder found."""
+    if parts.finished(folder, "looks") is None:
+        print_(f"Looking at {len(found.paths):,} files in {len(found.classes)} class folders ...", flush=True)
 
+    def work(part: int, begin: int, end: int, touch) -> dict:
+        progress = lambda line: (touch(), print_(line, flush=True))  # noqa: E731
+        return {"looks": [list(look) for look in image_files.probe(found.paths[begin:end], progress=progress)]}
 
-def save(record: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.partial")  # a cluster's workers may share DATA_DIR
-    partial.write_text(json.dumps(record))
-    partial.replace(path)
+    return [look for done in parts.share(work, len(found.paths), folder, "looks", place,
+                                         progress=lambda line: print_(line, flush=True)) for look in done["looks"]]
 
 
 def choose_size(given: int, looks: list) -> tuple[int, str]:
@@ -119,27 +124,30 @@ def prepare(config, print_=print) -> Prepared:
     if not found.paths:
         raise UsageError(f"--data {o['data']}: the class folders hold no files")
     key = fingerprint(found.paths)
-    record = headers(found, config.data_dir, key, print_)
-    readable = [i for i, look in enumerate(record["looks"]) if not look[4]]  # headers fine: decoded next
+    folder, place = findings(config.data_dir, key), member(config)
+    all_looks = headers(found, folder, place, print_)
+    readable = [i for i, look in enumerate(all_looks) if not look[4]]  # headers fine: decoded next
     if not readable:
         raise UsageError(f"--data {o['data']}: none of its {len(found.paths):,} files is a picture TensorFlow can "
-                         f"decode ({record['looks'][0][4]}: {found.paths[0]})")
-    looks = [record["looks"][i] for i in readable]
+                         f"decode ({all_looks[0][4]}: {found.paths[0]})")
+    looks = [all_looks[i] for i in readable]
     size, size_note = choose_size(o["image_size"], looks)
     channels, channel_note = choose_channels(o["channels"], looks)
     cache = o["cache"] if o["cache"] != "auto" else (
         "memory" if len(readable) * size * size * channels <= MEMORY_CACHE else "none")
-    pixels = store_path(config.data_dir, key, size, channels) if cache != "none" else None
-    if "failed" not in record or (pixels is not None and not pixels.exists()):
+    name = f"pixels-{size}-{channels}" if cache != "none" else (  # a pass that kept pixels checked them too
+        "check" if parts.finished(folder, f"pixels-{size}-{channels}") is None else f"pixels-{size}-{channels}")
+    if parts.finished(folder, name) is None:
         print_(f"Decoding {len(readable):,} pictures to {size} x {size} x {channels} ...", flush=True)
-        failed = image_files.check_apart([found.paths[i] for i in readable], size, channels, pixels)
-        record["failed"] = [[readable[i], why] for i, why in failed]
-        save(record, record_path(config.data_dir, key))
-    broken = {i for i, _ in record["failed"]}
+    decoded = image_files.check_apart([found.paths[i] for i in readable], size, channels, folder, name,
+                                      keep=name != "check", member=place)
+    failed = [(readable[k], why) for done in decoded for k, why in done["failed"]]
+    stored = [str(folder / done["pixels"]) for done in decoded] if cache != "none" else []
+    broken = {i for i, _ in failed}
     rows = [k for k, i in enumerate(readable) if i not in broken]  # each usable file's row in the cache
     keep = [readable[k] for k in rows]
-    skipped = ([(found.paths[i], look[4]) for i, look in enumerate(record["looks"]) if look[4]]
-               + [(found.paths[i], why) for i, why in record["failed"]])
+    skipped = ([(found.paths[i], look[4]) for i, look in enumerate(all_looks) if look[4]]
+               + [(found.paths[i], why) for i, why in failed])
     if not keep:
         raise UsageError(f"--data {o['data']}: none of its {len(found.paths):,} files is a picture TensorFlow can "
                          f"decode ({skipped[0][1]}: {skipped[0][0]})")
@@ -165,7 +173,7 @@ def prepare(config, print_=print) -> Prepared:
              f"  {size_note}; {channel_note}; decoded pictures cached: {cache}",
              f"  split: {how}"]
     return Prepared(o["data"], [found.paths[i] for i in keep], labels, found.classes, skipped, size, channels, cache,
-                    assignment, key, notes, np.array(rows, np.int64))
+                    assignment, key, notes, np.array(rows, np.int64), stored)
 
 
 _PREPARED: dict = {}
@@ -181,13 +189,35 @@ def prepare_once(config) -> Prepared:
     return _PREPARED[key]
 
 
-def store(prepared: Prepared, data_dir: str) -> np.ndarray | None:
+def store(prepared: Prepared, data_dir: str):
     """The decoded pictures (prepare wrote them), [rows, size, size, channels] uint8: read into memory,
     memory-mapped (--cache disk), or None (--cache none: decoded again every epoch)."""
     if prepared.cache == "none":
         return None
-    path = store_path(data_dir, prepared.fingerprint, prepared.size, prepared.channels)
-    return np.load(path, mmap_mode=None if prepared.cache == "memory" else "r")
+    arrays = [np.load(path, mmap_mode="r") for path in prepared.stored]
+    if prepared.cache == "disk":
+        return arrays[0] if len(arrays) == 1 else Parted(arrays)
+    pixels = np.empty((sum(len(a) for a in arrays), *arrays[0].shape[1:]), np.uint8)
+    start = 0
+    for a in arrays:
+        pixels[start:start + len(a)] = a
+        start += len(a)
+    return pixels
+
+
+class Parted:
+    """Memory-mapped parts of the decoded pictures (one per worker that decoded them), read as one array."""
+
+    def __init__(self, arrays: list):
+        self.arrays, self.starts = arrays, np.cumsum([0] + [len(a) for a in arrays])
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        which = np.searchsorted(self.starts, rows, side="right") - 1
+        out = np.empty((len(rows), *self.arrays[0].shape[1:]), np.uint8)
+        for part in np.unique(which):
+            chosen = which == part
+            out[chosen] = self.arrays[part][rows[chosen] - self.starts[part]]
+        return out
 
 
 def pixels_of(prepared: Prepared, pixels: np.ndarray | None):

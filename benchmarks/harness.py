@@ -10,7 +10,8 @@ one scratch folder and a row that scores under the one before it is a figure to
 print, not a version for the publishing gate to hold back. QUIET leaves out the
 LiteRT files and TensorBoard pictures where a benchmark does not measure them.
 
-write_json(DIR, name, ...) saves a benchmark's rows for `python -m benchmarks.results`.
+write_json(DIR, name, ...) saves a benchmark's rows for `python -m benchmarks.results`;
+scale_rows(...) is the one way a benchmark measures a user's large file (--scale-gb).
 """
 from __future__ import annotations
 
@@ -173,6 +174,20 @@ def write_json(directory: str | None, name: str, command: str, rows, notes=(), *
     path.write_text(json.dumps(record, indent=2, default=float) + "\n")
     print(f"rows written to {path}", flush=True)
     return path
+
+
+def scale_rows(gigabytes: float, scratch: Path, stem: str, make, row, unit: str) -> list:
+    """--scale-gb G: a file of G/10 GB and one of G GB, each made by make(path, gigabytes) -> how many
+    rows it holds, measured by row(path) -> a dict, printed, and deleted (each may be large)."""
+    rows = []
+    for size in (gigabytes / 10, gigabytes):
+        path = scratch / f"{stem}-{size:g}gb.csv"
+        made = make(path, size)
+        print(f"{path}: {made:,} {unit}, {path.stat().st_size / 1e9:.2f} GB", flush=True)
+        rows.append(row(path))
+        print(rows[-1], flush=True)
+        path.unlink()
+    return rows
 
 
 def host_cpu() -> str:

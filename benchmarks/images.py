@@ -2,6 +2,7 @@
 
     python -m benchmarks.images                  # 3 seeds: the folder, apps.fashion_mnist, keras.io's recipe
     python -m benchmarks.images --seeds 0 --json docs/results
+    python -m benchmarks.images --first-pass     # only the first pass: one process, then two workers
 
 Rows, side by side in one run and per seed:
   - folder: `python -m apps.image_classifier --data DIR` on the 70,000 PNG files
@@ -16,7 +17,9 @@ Rows, side by side in one run and per seed:
     epoch past the folder row's wall time (--recipe-epochs 25 --no-budget runs
     it all): "ahead at no more wall time" compares there.
 Also: the first pass over the 70,000 files (seconds, files/s), and the served
-signature's latency for base64 pictures at batch 1 and 64.
+signature's latency for base64 pictures at batch 1 and 64. --first-pass: the
+first pass alone, by one process and by two workers of a cluster, sharing a
+DATA_DIR (a part each) and each with its own (each does it all).
 """
 from __future__ import annotations
 
@@ -52,19 +55,47 @@ def memory_row(seed: int, scratch: Path, log: Path) -> dict:
             "steps_per_second": 1 / result.step_seconds()}
 
 
-def first_pass(folder: Path, scratch: Path) -> dict:
-    """The folder's first pass alone (headers, then every file decoded once into the cache), in a fresh cache."""
+def first_pass(folder: Path, scratch: Path, workers: int = 1, shared: bool = True) -> dict:
+    """The folder's first pass alone (headers, then every file decoded once into the cache), in a fresh cache:
+    one process, or `workers` processes as a multi_worker cluster's would run it (TF_CONFIG names them; the
+    pass itself contacts nobody), sharing one DATA_DIR (shared) or each with its own."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    run = scratch / f"first-pass-{workers}{'-shared' if shared else ''}"
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in range(1, workers + 1)]}
+    started = time.perf_counter()
+    processes = [subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.images", "--first-pass-of", str(folder),
+         str(run / ("data" if shared else f"data-{k}")), "multi_worker" if workers > 1 else "auto"],
+        cwd=harness.ROOT, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": k}})})
+        for k in range(workers)]
+    outputs = [p.communicate()[0] for p in processes]
+    seconds = time.perf_counter() - started
+    if any(p.returncode for p in processes):
+        raise RuntimeError("a first pass failed:\n" + "\n".join(outputs))
+    files = json.loads(outputs[0].splitlines()[-1])["files"]
+    return {"system": "first pass", "workers": workers, "shared_data_dir": shared, "files": files,
+            "seconds": seconds, "files_per_second": files / seconds,
+            "parts_done_here": [out.count("is done here") for out in outputs]}
+
+
+def _first_pass_of(folder: str, data_dir: str, strategy: str) -> None:
+    """first_pass's process: prepare() as an app's check_config runs it; the file count as JSON, last."""
+    import json
+
     from apps import image_folder
 
     class Config:
-        options = {"data": str(folder), "image_size": 0, "channels": 0, "cache": "auto", "split_fractions": "0.15,0.15"}
-        data_dir, seed, smoke = str(scratch / "first-pass"), 0, False
+        options = {"data": folder, "image_size": 0, "channels": 0, "cache": "auto", "split_fractions": "0.15,0.15"}
+        data_dir, seed, smoke = data_dir, 0, False
 
-    started = time.perf_counter()
-    prepared = image_folder.prepare(Config(), print_=lambda *a, **k: None)
-    seconds = time.perf_counter() - started
-    files = len(prepared.paths) + len(prepared.skipped)
-    return {"system": "first pass", "files": files, "seconds": seconds, "files_per_second": files / seconds}
+    Config.strategy = strategy
+    prepared = image_folder.prepare(Config(), print_=print)
+    print(json.dumps({"files": len(prepared.paths) + len(prepared.skipped)}), flush=True)
 
 
 def recipe_model(shape, classes: int):
@@ -144,13 +175,26 @@ def main(argv=None) -> None:
     parser.add_argument("--recipe-epochs", type=int, default=25)
     parser.add_argument("--no-budget", action="store_true", help="the recipe trains all its epochs")
     parser.add_argument("--json", default="", metavar="DIR")
+    parser.add_argument("--first-pass", action="store_true",
+                        help="only the first pass: one process, two workers sharing DATA_DIR, two each with its own")
+    parser.add_argument("--first-pass-of", nargs=3, metavar=("FOLDER", "DATA_DIR", "STRATEGY"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.first_pass_of:
+        return _first_pass_of(*args.first_pass_of)
     scratch = Path(tempfile.mkdtemp(prefix="bench-images-"))
     log = scratch / "runs.log"
     print(f"scratch folder {scratch} (runs' output: {log})", flush=True)
     folder = image_folders.fashion_folder(Path(args.folder) if args.folder else scratch / "fashion-png")
     rows = [first_pass(folder, scratch)]
     print(rows[-1], flush=True)
+    if args.first_pass:
+        for shared in (True, False):
+            rows.append(first_pass(folder, scratch, workers=2, shared=shared))
+            print(rows[-1], flush=True)
+        print(markdown({"rows": rows}))
+        harness.write_json(args.json, "images-first-pass", harness.command("benchmarks.images", argv), rows)
+        return
     for seed in (int(s) for s in args.seeds.split(",")):
         rows.append(folder_row(folder, seed, scratch, log))
         print(rows[-1], flush=True)
@@ -184,6 +228,14 @@ def markdown(record: dict) -> str:
                      f"{statistics.median(r['wall_seconds'] for r in mine):.0f} | {note} |")
     first = next((r for r in rows if r["system"] == "first pass"), None)
     served = next((r for r in rows if r["system"] == "serving"), None)
+    if all(r["system"] == "first pass" for r in rows):  # images-first-pass
+        lines = ["| first pass | processes | wall seconds | files/s | parts done by each |", "|---|---|---|---|---|"]
+        for r in rows:
+            how = ("one process" if r.get("workers", 1) == 1 else
+                   "two workers, one DATA_DIR" if r["shared_data_dir"] else "two workers, each its own DATA_DIR")
+            lines.append(f"| {r['files']:,} files | {how} | {r['seconds']:.1f} | {r['files_per_second']:,.0f} | "
+                         f"{' / '.join(str(n) for n in r.get('parts_done_here', [])) or '-'} |")
+        return "\n".join(lines)
     if first:
         lines.append(f"\nFirst pass: {first['files']:,} files in {first['seconds']:.1f} s "
                      f"({first['files_per_second']:,.0f} files/s).")

@@ -197,14 +197,8 @@ def main(argv=None) -> None:
     log = scratch / "runs.log"
     print(f"scratch folder {scratch} (runs' output: {log})", flush=True)
     if args.scale_gb:
-        rows = []
-        for gigabytes in (args.scale_gb / 10, args.scale_gb):
-            path = scratch / f"languages-{gigabytes:g}gb.csv"
-            made = make_large(path, gigabytes)
-            print(f"{path}: {made:,} texts, {path.stat().st_size / 1e9:.2f} GB", flush=True)
-            rows.append(scale_row(path, scratch, data_dir))
-            print(rows[-1], flush=True)
-            path.unlink()
+        rows = harness.scale_rows(args.scale_gb, scratch, "languages", make_large,
+                                  lambda path: scale_row(path, scratch, data_dir), "texts")
         harness.write_json(args.json, "texts-scale", harness.command("benchmarks.texts", argv), rows)
         return
     seeds = [int(s) for s in args.seeds.split(",")]

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 from core.errors import UsageError
-from pipelines import class_folders
+from pipelines import class_folders, parts
 
 DECODED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")  # what tf.io.decode_image reads (and Pillow names)
 MAX_PIXELS = 50_000_000  # larger pictures are listed, not decoded: one would take 200 MB as RGBA
@@ -157,18 +157,21 @@ def why_not(path: str) -> str:
     return "cannot be decoded"
 
 
-def check_apart(paths: list, size: int, channels: int, store: Path | None) -> list:
-    """[(index, why)] of the files decode() fails on, found in a process of its own (TensorFlow must not
-    start in the run's process before its strategy and devices are set: training/strategy.py; the check
-    runs before the run begins, from the app's check_config). store: also write every picture, decoded,
-    to this .npy file ([files, size, size, channels] uint8, zeros where one failed), so the pictures are
-    decoded once."""
-    if not paths:
-        return []
+def check_apart(paths: list, size: int, channels: int, folder: Path, name: str, keep: bool,
+                member: tuple[int, int]) -> list[dict]:
+    """Decode every file once, in a process of its own (TensorFlow must not start in the run's process
+    before its strategy and devices are set: training/strategy.py; the check runs before the run begins,
+    from the app's check_config), in parts shared with the cluster's other workers (pipelines/parts.py).
+    Each part's result: {"failed": [[index, why]] of the files decode() fails on, "pixels": the .npy file in
+    `folder` holding its files decoded ([files, size, size, channels] uint8, zeros where one failed) when
+    keep, else None}."""
+    done = parts.finished(Path(folder), name)
+    if done is not None:
+        return done
     with tempfile.TemporaryDirectory(prefix="pictures-") as work:
-        given, found = Path(work) / "paths.json", Path(work) / "failed.json"
-        given.write_text(json.dumps({"paths": paths, "size": size, "channels": channels,
-                                     "store": str(store) if store else None}))
+        given, found = Path(work) / "paths.json", Path(work) / "done.json"
+        given.write_text(json.dumps({"paths": paths, "size": size, "channels": channels, "folder": str(folder),
+                                     "name": name, "keep": keep, "member": list(member)}))
         root = str(Path(__file__).resolve().parents[1])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
         done = subprocess.run([sys.executable, "-m", "pipelines.image_files", str(given), str(found)], env=env,
@@ -176,25 +179,32 @@ def check_apart(paths: list, size: int, channels: int, store: Path | None) -> li
         if done.returncode != 0 or not found.exists():
             raise UsageError("the check that decodes every picture failed (its messages are above); run again, or "
                              "report it with the folder's listing")
-        return [tuple(f) for f in json.loads(found.read_text())]
+        return json.loads(found.read_text())
 
 
-def _check(job: dict) -> list:
+def _check(job: dict) -> list[dict]:
     """check_apart's work, in its process."""
-    paths, size, channels, store = job["paths"], job["size"], job["channels"], job["store"]
-    pixels = None
-    if store:
-        partial = Path(store).with_suffix(f".{os.getpid()}.partial.npy")  # cluster workers may share the cache
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        pixels = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8,
-                                           shape=(len(paths), size, size, channels))
-    failed = decode_all(paths, size, channels, pixels, progress=lambda line: print(line, flush=True))
-    if store:
-        pixels.flush()
-        del pixels
-        partial.replace(store)
-    return [[i, why_not(paths[i])] for i in failed]
+    paths, size, channels, folder = job["paths"], job["size"], job["channels"], Path(job["folder"])
+
+    def work(part: int, begin: int, end: int, touch) -> dict:
+        pixels, stored = None, None
+        if job["keep"]:
+            stored = folder / f"{job['name']}-{part}of{job['member'][1]}.npy"
+            aside = stored.with_suffix(f".{os.getpid()}.partial.npy")
+            pixels = np.lib.format.open_memmap(aside, mode="w+", dtype=np.uint8,
+                                               shape=(end - begin, size, size, channels))
+        failed = decode_all(paths[begin:end], size, channels, pixels, progress=lambda line: (touch(), print(
+            line, flush=True)))
+        if pixels is not None:
+            pixels.flush()
+            del pixels
+            aside.replace(stored)
+        return {"failed": [[begin + i, why_not(paths[begin + i])] for i in failed],
+                "pixels": stored.name if stored else None}
+
+    return parts.share(work, len(paths), folder, job["name"], tuple(job["member"]),
+                       progress=lambda line: print(line, flush=True))
 
 
-if __name__ == "__main__":  # check_apart's process: python -m pipelines.image_files JOB.json FAILED.json
+if __name__ == "__main__":  # check_apart's process: python -m pipelines.image_files JOB.json DONE.json
     Path(sys.argv[2]).write_text(json.dumps(_check(json.loads(Path(sys.argv[1]).read_text()))))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -79,7 +78,7 @@ class Config:
     def __init__(self, data, data_dir, **options):
         self.options = {"data": str(data), "image_size": 0, "channels": 0, "cache": "auto",
                         "split_fractions": "0.15,0.15", **options}
-        self.data_dir, self.seed, self.smoke = str(data_dir), 42, False
+        self.data_dir, self.seed, self.smoke, self.strategy = str(data_dir), 42, False, "auto"
 
 
 def test_the_split_is_stratified_stable_and_a_changed_folder_is_noticed(messy, tmp_path):
@@ -252,7 +251,7 @@ def test_the_pipeline_decodes_files_again_without_a_cache_and_reads_the_same_pix
     kept = image_folder.prepare(Config(folder, cache, cache="disk"), print_=lambda *a, **k: None)
     store = image_folder.store(kept, str(cache))
     assert isinstance(store, np.memmap)  # memory-mapped from DATA_DIR/images, written by the first pass
-    assert os.path.exists(cache / "images" / f"{kept.fingerprint}-40-3.npy")
+    assert kept.stored == [str(cache / "images" / f"{kept.fingerprint}-2" / "pixels-40-3-0of1.npy")]
     assert len(store) == 72 and len(kept.paths) == 70  # the cache has a row for each of the two truncated files
     numbers = tf.constant([0, 5, 33, 69], tf.int64)
     cached = image_folder.pixels_of(kept, store)(numbers).numpy()
@@ -285,10 +284,10 @@ def test_a_killed_run_resumes_and_ends_bit_identical(tmp_path):
 
 @pytest.mark.long
 def test_two_workers_dp_and_init_from_train_a_folder(tmp_path):
-    """A real two-process MultiWorkerMirroredStrategy cluster on 127.0.0.1 sharing one DATA_DIR (so both first
-    passes write the same cache at once), decoding files every epoch: each worker reads its own rows of every
-    batch (pipelines/input.py: WorkerShares; the cut itself is tests/test_pipeline.py's), and they train one
-    model, which only the chief exports. Then --dp, and --init-from the cluster's model."""
+    """A real two-process MultiWorkerMirroredStrategy cluster on 127.0.0.1 sharing one DATA_DIR (so they share
+    the first pass, a part each, pipelines/parts.py), decoding files every epoch: each worker reads its own
+    rows of every batch (pipelines/input.py: WorkerShares; the cut itself is tests/test_pipeline.py's), and
+    they train one model, which only the chief exports. Then --dp, and --init-from the cluster's model."""
     from conftest import rows, start_cluster
 
     folder = image_folders.fashion_folder(tmp_path / "fashion", per_split=400)
@@ -299,6 +298,10 @@ def test_two_workers_dp_and_init_from_train_a_folder(tmp_path):
     outputs = [w.communicate(timeout=900)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     assert all("each of the 2 workers reads only its own rows of every batch" in out for out in outputs)
+    for name in ("looks", "check"):  # the first pass: each part by one of the two, each reading the other's
+        done = [line for out in outputs for line in out.splitlines()
+                if f"of the {name} pass (" in line and "done here" in line]
+        assert sorted(line.split(" of 2 ")[0].strip() for line in done) == ["part 1", "part 2"], done
     run_dir = tmp_path / "runs" / "image_classifier" / "cluster"
     losses = [[row["loss"] for row in rows(run_dir, name)] for name in ("steps.jsonl", "steps-worker1.jsonl")]
     assert len(losses[0]) == 2 * 13 and losses[0] == pytest.approx(losses[1], rel=1e-6)  # 400 pictures, 32 a step
