@@ -77,25 +77,28 @@ def first_pass(folder: Path, scratch: Path, workers: int = 1, shared: bool = Tru
     seconds = time.perf_counter() - started
     if any(p.returncode for p in processes):
         raise RuntimeError("a first pass failed:\n" + "\n".join(outputs))
-    files = json.loads(outputs[0].splitlines()[-1])["files"]
-    return {"system": "first pass", "workers": workers, "shared_data_dir": shared, "files": files,
-            "seconds": seconds, "files_per_second": files / seconds,
-            "parts_done_here": [out.count("is done here") for out in outputs]}
+    ends = [json.loads(out.splitlines()[-1]) for out in outputs]
+    return {"system": "first pass", "workers": workers, "shared_data_dir": shared, "files": ends[0]["files"],
+            "seconds": seconds, "files_per_second": ends[0]["files"] / seconds,
+            "cpu_seconds": [end["cpu_seconds"] for end in ends],
+            "parts_done_here": [out.count("is done here") for out in outputs] if workers > 1 else []}
 
 
 def _first_pass_of(folder: str, data_dir: str, strategy: str) -> None:
     """first_pass's process: prepare() as an app's check_config runs it; the file count as JSON, last."""
     import json
+    import resource
+    from types import SimpleNamespace
 
     from apps import image_folder
 
-    class Config:
-        options = {"data": folder, "image_size": 0, "channels": 0, "cache": "auto", "split_fractions": "0.15,0.15"}
-        data_dir, seed, smoke = data_dir, 0, False
-
-    Config.strategy = strategy
-    prepared = image_folder.prepare(Config(), print_=print)
-    print(json.dumps({"files": len(prepared.paths) + len(prepared.skipped)}), flush=True)
+    config = SimpleNamespace(options={"data": folder, "image_size": 0, "channels": 0, "cache": "auto",
+                                      "split_fractions": "0.15,0.15"},
+                             data_dir=data_dir, seed=0, smoke=False, strategy=strategy)
+    prepared = image_folder.prepare(config, print_=print)
+    used = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]  # + its check
+    print(json.dumps({"files": len(prepared.paths) + len(prepared.skipped),
+                      "cpu_seconds": sum(u.ru_utime + u.ru_stime for u in used)}), flush=True)
 
 
 def recipe_model(shape, classes: int):
@@ -229,12 +232,14 @@ def markdown(record: dict) -> str:
     first = next((r for r in rows if r["system"] == "first pass"), None)
     served = next((r for r in rows if r["system"] == "serving"), None)
     if all(r["system"] == "first pass" for r in rows):  # images-first-pass
-        lines = ["| first pass | processes | wall seconds | files/s | parts done by each |", "|---|---|---|---|---|"]
+        lines = ["| first pass | processes | wall seconds | files/s | CPU seconds of each | parts each did |",
+                 "|---|---|---|---|---|---|"]
         for r in rows:
             how = ("one process" if r.get("workers", 1) == 1 else
                    "two workers, one DATA_DIR" if r["shared_data_dir"] else "two workers, each its own DATA_DIR")
             lines.append(f"| {r['files']:,} files | {how} | {r['seconds']:.1f} | {r['files_per_second']:,.0f} | "
-                         f"{' / '.join(str(n) for n in r.get('parts_done_here', [])) or '-'} |")
+                         f"{' / '.join(f'{c:.1f}' for c in r['cpu_seconds'])} | "
+                         f"{' / '.join(str(n) for n in r['parts_done_here']) or 'all'} |")
         return "\n".join(lines)
     if first:
         lines.append(f"\nFirst pass: {first['files']:,} files in {first['seconds']:.1f} s "
