@@ -64,7 +64,7 @@ def first_pass(folder: Path, scratch: Path, workers: int = 1, shared: bool = Tru
     import subprocess
     import sys
 
-    run = scratch / f"first-pass-{workers}{'-shared' if shared else ''}"
+    run = scratch / f"first-pass-{workers}{'-shared' if shared else ''}"  # a fresh cache
     cluster = {"worker": [f"127.0.0.1:{port}" for port in range(1, workers + 1)]}
     started = time.perf_counter()
     processes = [subprocess.Popen(
@@ -191,10 +191,11 @@ def main(argv=None) -> None:
     folder = image_folders.fashion_folder(Path(args.folder) if args.folder else scratch / "fashion-png")
     rows = [first_pass(folder, scratch)]
     print(rows[-1], flush=True)
-    if args.first_pass:
-        for shared in (True, False):
-            rows.append(first_pass(folder, scratch, workers=2, shared=shared))
-            print(rows[-1], flush=True)
+    if args.first_pass:  # as many times as there are seeds, side by side: the table gives medians
+        for repeat in range(len(args.seeds.split(","))):
+            for workers, shared in ((1, True), (2, True), (2, False))[1 if repeat == 0 else 0:]:
+                rows.append(first_pass(folder, scratch / f"repeat-{repeat}", workers=workers, shared=shared))
+                print(rows[-1], flush=True)
         print(markdown({"rows": rows}))
         harness.write_json(args.json, "images-first-pass", harness.command("benchmarks.images", argv), rows)
         return
@@ -234,12 +235,15 @@ def markdown(record: dict) -> str:
     if all(r["system"] == "first pass" for r in rows):  # images-first-pass
         lines = ["| first pass | processes | wall seconds | files/s | CPU seconds of each | parts each did |",
                  "|---|---|---|---|---|---|"]
-        for r in rows:
-            how = ("one process" if r.get("workers", 1) == 1 else
-                   "two workers, one DATA_DIR" if r["shared_data_dir"] else "two workers, each its own DATA_DIR")
-            lines.append(f"| {r['files']:,} files | {how} | {r['seconds']:.1f} | {r['files_per_second']:,.0f} | "
-                         f"{' / '.join(f'{c:.1f}' for c in r['cpu_seconds'])} | "
-                         f"{' / '.join(str(n) for n in r['parts_done_here']) or 'all'} |")
+        for how, workers, shared in (("one process", 1, True), ("two workers, one DATA_DIR", 2, True),
+                                     ("two workers, each its own DATA_DIR", 2, False)):
+            mine = [r for r in rows if r["workers"] == workers and r["shared_data_dir"] == shared]
+            seconds = statistics.median(r["seconds"] for r in mine)
+            cpu = [statistics.median(r["cpu_seconds"][k] for r in mine) for k in range(workers)]
+            lines.append(f"| {mine[0]['files']:,} files | {how} | {seconds:.1f} | {mine[0]['files'] / seconds:,.0f} | "
+                         f"{' / '.join(f'{c:.1f}' for c in cpu)} | "
+                         f"{' / '.join(str(n) for n in mine[0]['parts_done_here']) or 'all'} |")
+        lines.append(f"\nMedians of {len(mine)} runs each, in turn.")
         return "\n".join(lines)
     if first:
         lines.append(f"\nFirst pass: {first['files']:,} files in {first['seconds']:.1f} s "
