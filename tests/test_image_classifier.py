@@ -369,3 +369,11 @@ def test_a_tf_data_service_on_localhost_makes_the_training_batches(tmp_path):
     assert all(proc.returncode == 0 for proc in service), said
     assert "tasks running on this worker: " in "".join(lines) + said[1]  # the worker made batches
     assert said[0].rstrip().endswith("stopped") and said[1].rstrip().endswith("stopped")
+
+
+def test_a_cache_decoded_in_parts_reads_as_one_array():
+    """--cache disk after a cluster's shared first pass: one memory-mapped file per part, read as one."""
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 255, (n, 4, 4, 1), dtype=np.uint8) for n in (5, 0, 7)]  # a part may be empty
+    rows = np.array([11, 0, 4, 5, 6, 4])
+    assert np.array_equal(image_folder.Parted(arrays)[rows], np.concatenate(arrays)[rows])
