@@ -1,8 +1,8 @@
 """Keras callbacks the run function adds beside Keras' own TensorBoard (backups: training/backups.py).
 
 Each one does one thing TensorBoard users expect and Keras does not do itself:
-step-level scalars (working around a Keras bug), a per-step JSON log, plain-text progress for
-non-terminals, the pictures an app draws (Pictures),
+step-level scalars (working around a Keras bug), weight histograms in bounded memory, a per-step
+JSON log, plain-text progress for non-terminals, the pictures an app draws (Pictures),
 and a learned embedding in the Projector.
 """
 from __future__ import annotations
@@ -72,6 +72,50 @@ class StepScalars(keras.callbacks.Callback):
             for name, value in (logs or {}).items():
                 tf.summary.scalar(f"batch_{name}", value, step=step)
             tf.summary.scalar("batch_learning_rate", current_learning_rate(self.model), step=step)
+
+
+HISTOGRAM_BUCKETS = 30  # TensorBoard's own default
+
+
+def histogram_buckets(values, count: int = HISTOGRAM_BUCKETS) -> np.ndarray:
+    """[count, 3] float64 rows of (left edge, right edge, how many), as TensorBoard's histogram summary stores
+    them, counted with tf.histogram_fixed_width: 4 bytes of scratch per value. TensorBoard's own counting
+    makes a [values, 30] float64 one-hot matrix, 240 bytes per value: 770 MB for a 3.2 million-weight kernel."""
+    data = tf.reshape(tf.cast(values, tf.float32), [-1])
+    data = tf.boolean_mask(data, tf.math.is_finite(data))
+    if int(tf.size(data)) == 0:
+        return np.zeros((count, 3))
+    low, high = float(tf.reduce_min(data)), float(tf.reduce_max(data))
+    if low == high:  # one value: TensorBoard's layout, every count in the last bucket
+        counts = np.zeros(count)
+        counts[-1] = int(tf.size(data))
+        return np.stack([np.full(count, high), np.full(count, high), counts], axis=1)
+    counts = tf.histogram_fixed_width(data, [low, high], nbins=count).numpy().astype(np.float64)
+    edges = np.linspace(low, high, count + 1)
+    edges[-1] = high
+    return np.stack([edges[:-1], edges[1:], counts], axis=1)
+
+
+class WeightHistograms(keras.callbacks.Callback):
+    """Every weight's histogram in TensorBoard every `every` epochs, under the tags Keras' TensorBoard gives
+    them (histogram_freq), counted in bounded memory (histogram_buckets): Keras' own took a text model's
+    run from 1.4 to 2.2 GB at its first epoch's end."""
+
+    def __init__(self, logdir: str, every: int):
+        super().__init__()
+        self.logdir, self.every = logdir, every
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch % self.every:
+            return
+        from tensorboard.plugins.histogram import metadata
+
+        with summary_writer(self.logdir).as_default():
+            for layer in self.model.layers:
+                for weight in layer.weights:
+                    tf.summary.write(f"{weight.path.replace(':', '_')}/histogram",
+                                     tf.constant(histogram_buckets(weight.value), tf.float64), step=epoch,
+                                     metadata=metadata.create_summary_metadata(display_name=None, description=None))
 
 
 class OpGraph(keras.callbacks.Callback):

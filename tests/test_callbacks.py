@@ -87,3 +87,34 @@ def test_pictures_flag_keeps_the_end_or_nothing():
         chosen = pictures([cb.Pictures("x", draw, draw), other], when)
         assert chosen[1] is other and (chosen[0].epoch_end, chosen[0].train_end) == kept
     assert pictures([cb.Pictures("x", draw, draw), other], "none") == [other]
+
+
+def test_weight_histograms_count_as_tensorboard_does():
+    """observation/callbacks.py: histogram_buckets, TensorBoard's layout counted in bounded memory."""
+    from tensorboard.plugins.histogram import summary_v2
+
+    weights = np.random.default_rng(0).normal(size=(300, 70)).astype(np.float32)
+    ours = cb.histogram_buckets(weights)
+    theirs = summary_v2._buckets(tf.constant(weights), tf.constant(30)).numpy()
+    assert ours.shape == (30, 3) and ours[:, 2].sum() == weights.size
+    np.testing.assert_allclose(ours[:, :2], theirs[:, :2], rtol=1e-6)
+    assert np.abs(ours[:, 2] - theirs[:, 2]).max() <= 1  # a value on an edge may fall either side of it
+    constant = np.full((4, 4), 0.5, np.float32)
+    np.testing.assert_array_equal(cb.histogram_buckets(constant),
+                                  summary_v2._buckets(tf.constant(constant), tf.constant(30)).numpy())
+    with_nan = np.array([1.0, np.nan, 3.0], np.float32)
+    assert cb.histogram_buckets(with_nan)[:, 2].sum() == 2  # what cannot be drawn is left out
+
+
+def test_weight_histograms_land_in_tensorboard_every_n_epochs(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")], name="net")
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(np.ones((8, 3)), np.ones((8, 2)), epochs=3, verbose=0,
+              callbacks=[cb.WeightHistograms(str(tmp_path), every=2)])
+    cb.flush_writers()
+    acc = _reload(tmp_path)
+    histograms = acc.PluginTagToContent("histograms")
+    assert set(histograms) == {"net/dense/kernel/histogram", "net/dense/bias/histogram"}  # Keras' tags
+    events = acc.Tensors("net/dense/kernel/histogram")
+    assert [e.step for e in events] == [0, 2]
+    assert tf.make_ndarray(events[0].tensor_proto).shape == (30, 3)

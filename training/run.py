@@ -261,10 +261,11 @@ def run_callbacks(app, config: RunConfig, data: Data, dp: Privacy, strategy, tb_
     profile = tuple(int(s) for s in config.profile.split(",")) if config.profile else 0
     return [
         cb.StepLog(run_dir / ("steps.jsonl" if chief else f"steps-{task_label(strategy)}.jsonl")),
+        keras.callbacks.TensorBoard(str(tb_dir), histogram_freq=0, write_graph=True, update_freq="epoch",
+                                    profile_batch=profile),
         # Weight histograms at most about HISTOGRAMS times a run: each is an eager op per weight, which on a
         # small table's 100 epochs of 4 steps took 40 % of the training time when drawn every epoch.
-        keras.callbacks.TensorBoard(str(tb_dir), histogram_freq=max(1, config.epochs // HISTOGRAMS), write_graph=True,
-                                    update_freq="epoch", profile_batch=profile),
+        cb.WeightHistograms(str(tb_dir / "train"), max(1, config.epochs // HISTOGRAMS)),
         cb.StepScalars(str(tb_dir / "train"), config.log_every),
         cb.OpGraph(str(tb_dir / "train")),
         hparams.HParams(str(tb_dir), trial_id=run_dir.name, values=hparams.hparams_values(
