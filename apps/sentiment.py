@@ -86,7 +86,7 @@ def explain(model, given: str, version):
 
 def details(model, splits, config):
     """Macro-F1 and how the corpus was cleaned."""
-    return {"test_macro_f1": text_models.macro_f1(model, splits),
+    return {"test_macro_f1": text_models.macro_f1(model, splits, config.batch_size),
             **{f"corpus_{k}": v for k, v in splits.info["counts"].items()}}
 
 

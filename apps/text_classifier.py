@@ -140,7 +140,7 @@ def explain(model, given: str, version):
 
 def details(model, splits, config):
     """Macro-F1 beside accuracy, and the served input."""
-    return {"test_macro_f1": text_models.macro_f1(model, splits),
+    return {"test_macro_f1": text_models.macro_f1(model, splits, config.batch_size),
             "serving input": "text: raw UTF-8 strings (TF Serving's REST API: {\"instances\": [\"...\"]})",
             "classes": ", ".join(splits.info["class_names"][:20]) + (" ..." if len(splits.info["class_names"]) > 20
                                                                      else "")}
