@@ -20,7 +20,7 @@ from core.config import ModelSpec
 from core.errors import UsageError
 from deployment import phone_inputs
 from deployment.litert import VARIANTS, LiteRT
-from pipelines import text as text_data
+from pipelines import text as text_data, vocabulary
 
 # What --dp's guarantee does not cover: adapted outside DP-SGD.
 DP_NOT_COVERED = ("the vocabularies (the most frequent word and character n-grams, or words, of the training texts) "
@@ -77,8 +77,8 @@ def vectorized(config, splits, texts: tf.data.Dataset, read=None):
             vectorizers = {"token_ids": layers.TextVectorization(
                 max_tokens=options["max_tokens"], output_mode="int", output_sequence_length=options["sequence_length"],
                 name="words")}
-        for vectorizer in vectorizers.values():
-            vectorizer.adapt(texts)  # the training split only
+        for vectorizer in vectorizers.values():  # on the training split only, one streaming pass each
+            vocabulary.adapt(vectorizer, texts, progress=print)
 
         def encode(texts):
             return {name: vectorizer(texts) for name, vectorizer in vectorizers.items()}
