@@ -84,8 +84,10 @@ def member(config) -> tuple[int, int]:
 def headers(found: class_folders.Found, folder: Path, place: tuple[int, int], print_=print) -> list:
     """[format, width, height, mode, problem] per file: the first pass's look at every header, or what an
     earlier run on the same folder found."""
-    if parts.finished(folder, "looks") is None:
-        print_(f"Looking at {len(found.paths):,} files in {len(found.classes)} class folders ...", flush=True)
+    earlier = parts.finished(folder, "looks")
+    if earlier is not None:
+        return [look for done in earlier for look in done["looks"]]
+    print_(f"Looking at {len(found.paths):,} files in {len(found.classes)} class folders ...", flush=True)
 
     def work(part: int, begin: int, end: int, touch) -> dict:
         progress = lambda line: (touch(), print_(line, flush=True))  # noqa: E731
@@ -135,12 +137,15 @@ def prepare(config, print_=print) -> Prepared:
     channels, channel_note = choose_channels(o["channels"], looks)
     cache = o["cache"] if o["cache"] != "auto" else (
         "memory" if len(readable) * size * size * channels <= MEMORY_CACHE else "none")
-    name = f"pixels-{size}-{channels}" if cache != "none" else (  # a pass that kept pixels checked them too
-        "check" if parts.finished(folder, f"pixels-{size}-{channels}") is None else f"pixels-{size}-{channels}")
-    if parts.finished(folder, name) is None:
+    name = f"pixels-{size}-{channels}"
+    decoded = parts.finished(folder, name)  # a pass that kept the pixels checked them too
+    if decoded is None and cache == "none":
+        name = "check"
+        decoded = parts.finished(folder, name)
+    if decoded is None:
         print_(f"Decoding {len(readable):,} pictures to {size} x {size} x {channels} ...", flush=True)
-    decoded = image_files.check_apart([found.paths[i] for i in readable], size, channels, folder, name,
-                                      keep=name != "check", member=place)
+        decoded = image_files.check_apart([found.paths[i] for i in readable], size, channels, folder, name,
+                                          keep=name != "check", member=place)
     failed = [(readable[k], why) for done in decoded for k, why in done["failed"]]
     stored = [str(folder / done["pixels"]) for done in decoded] if cache != "none" else []
     broken = {i for i, _ in failed}
@@ -189,7 +194,7 @@ def prepare_once(config) -> Prepared:
     return _PREPARED[key]
 
 
-def store(prepared: Prepared, data_dir: str):
+def store(prepared: Prepared):
     """The decoded pictures (prepare wrote them), [rows, size, size, channels] uint8: read into memory,
     memory-mapped (--cache disk), or None (--cache none: decoded again every epoch)."""
     if prepared.cache == "none":
@@ -253,7 +258,7 @@ def as_splits(prepared: Prepared, config) -> Splits:
         numbers = numbers_of(prepared, code, config.seed)
         numbers = numbers[:smoke] if config.smoke else numbers
         datasets.append(tf.data.Dataset.from_tensor_slices((numbers.astype(np.int64), prepared.labels[numbers])))
-    read = pixels_of(prepared, store(prepared, config.data_dir))
+    read = pixels_of(prepared, store(prepared))
 
     def vectorize(numbers, labels):
         return read(numbers), labels

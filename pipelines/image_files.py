@@ -164,10 +164,7 @@ def check_apart(paths: list, size: int, channels: int, folder: Path, name: str, 
     from the app's check_config), in parts shared with the cluster's other workers (pipelines/parts.py).
     Each part's result: {"failed": [[index, why]] of the files decode() fails on, "pixels": the .npy file in
     `folder` holding its files decoded ([files, size, size, channels] uint8, zeros where one failed) when
-    keep, else None}."""
-    done = parts.finished(Path(folder), name)
-    if done is not None:
-        return done
+    keep, else None}. A pass that finished earlier is read, not made again (parts.share)."""
     with tempfile.TemporaryDirectory(prefix="pictures-") as work:
         given, found = Path(work) / "paths.json", Path(work) / "done.json"
         given.write_text(json.dumps({"paths": paths, "size": size, "channels": channels, "folder": str(folder),

@@ -249,7 +249,7 @@ def test_explain_takes_any_picture_and_refuses_what_is_none(trained, messy):
 def test_the_pipeline_decodes_files_again_without_a_cache_and_reads_the_same_pixels(messy, cache):
     folder, _ = messy
     kept = image_folder.prepare(Config(folder, cache, cache="disk"), print_=lambda *a, **k: None)
-    store = image_folder.store(kept, str(cache))
+    store = image_folder.store(kept)
     assert isinstance(store, np.memmap)  # memory-mapped from DATA_DIR/images, written by the first pass
     assert kept.stored == [str(cache / "images" / f"{kept.fingerprint}-2" / "pixels-40-3-0of1.npy")]
     assert len(store) == 72 and len(kept.paths) == 70  # the cache has a row for each of the two truncated files
