@@ -38,7 +38,7 @@ class Result(NamedTuple):
     finished: dict  # the run folder's FINISHED.json: training_seconds, weights_sha256, export, ...
     seconds: float  # wall time of the whole run, data and export included
     stdout: str = ""
-    peak_rss_mb: float | None = None  # process=True: the run's own peak (or its largest child's, run_measured)
+    peak_rss_mb: float | None = None  # process=True: the run's own process's peak RSS (Measured)
 
     @property
     def training_seconds(self) -> float:
@@ -86,9 +86,8 @@ def run_app(app, argv: list[str], scratch: str | Path, quiet: bool = True, proce
     stdout, peak_mb = "", None
     with open(log, "a") if log else contextlib.nullcontext() as out:
         if process:
-            done = subprocess.run([sys.executable, "-c", MEASURED, f"apps.{module.NAME}", *argv], cwd=ROOT,
-                                  text=True, timeout=timeout, stdout=subprocess.PIPE, stderr=out or subprocess.PIPE)
-            stdout, peak_mb = _peak(done.stdout)
+            done = _measured(f"apps.{module.NAME}", argv, stderr=out or subprocess.PIPE, timeout=timeout)
+            stdout, peak_mb = done.stdout, done.peak_rss_mb
             if out:
                 out.write(stdout)
             if done.returncode != 0:
@@ -120,32 +119,48 @@ try:
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 except SystemExit as done:
     code = done.code
-print("peak_rss_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-      resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+print("peak_rss_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 sys.exit(code)
 """
 
 
-def run_measured(module: str, argv: list[str]) -> tuple[str, float, float]:
-    """`python -m MODULE ARGV` in a fresh process: (its stdout, wall seconds, peak RSS in MB). The peak is the
-    largest process's: the run's, or a child's such as the export check (a child's figure counts the pages it
-    shared with the run when it forked, so it is never below the run's at that moment)."""
+class Measured(NamedTuple):
+    """`python -m MODULE ARGV` run in a fresh process (run_measured)."""
+
+    stdout: str  # the run's own output
+    returncode: int
+    stderr: str | None
+    seconds: float  # wall time
+    peak_rss_mb: float | None  # the run's process alone: its high-water mark of resident pages (getrusage)
+    peak_memory_mb: float | None  # the run and the processes it started at once: summed PSS (benchmarks/memory.py)
+
+
+def _measured(module: str, argv: list[str], stderr=subprocess.PIPE, timeout: float | None = None) -> Measured:
+    from benchmarks.memory import TreeMemory
+
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", MEASURED, module, *argv], cwd=ROOT, text=True, capture_output=True)
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        raise RuntimeError(done.stdout[-2000:] + done.stderr[-2000:])
-    stdout, peak_mb = _peak(done.stdout)
-    return stdout, seconds, peak_mb
-
-
-def _peak(stdout: str) -> tuple[str, float | None]:
-    """MEASURED's output -> (the run's own output, its peak RSS in MB)."""
+    process = subprocess.Popen([sys.executable, "-c", MEASURED, module, *argv], cwd=ROOT, text=True,
+                               stdout=subprocess.PIPE, stderr=stderr)
+    with TreeMemory(process.pid) as memory:
+        try:
+            stdout, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
     lines = stdout.splitlines(keepends=True)
     found = [x for x in lines if x.startswith("peak_rss_kb ")]
-    if not found:
-        return stdout, None
-    return "".join(x for x in lines if x is not found[-1]), max(int(v) for v in found[-1].split()[1:]) / 1024
+    peak = int(found[-1].split()[1]) / 1024 if found else None
+    stdout = "".join(x for x in lines if not found or x is not found[-1])
+    return Measured(stdout, process.returncode, err, time.perf_counter() - start, peak, memory.peak_mb)
+
+
+def run_measured(module: str, argv: list[str]) -> Measured:
+    """`python -m MODULE ARGV` in a fresh process, its memory measured both ways (Measured); a run that fails
+    raises RuntimeError with the end of its output."""
+    done = _measured(module, argv)
+    if done.returncode != 0:
+        raise RuntimeError(done.stdout[-2000:] + (done.stderr or "")[-2000:])
+    return done
 
 
 def command(module: str, argv: list[str] | None) -> str:
@@ -210,3 +225,8 @@ def commit() -> str:
 
     head = git("rev-parse", "--short", "HEAD") or "unknown"
     return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def megabytes(value: float | None) -> str:
+    """A memory figure for a table: '1,234 MB', or 'not measured' (rows measured before it was)."""
+    return "not measured" if value is None else f"{value:,.0f} MB"

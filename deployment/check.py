@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core import memory
 from deployment import litert, phone_inputs, precision, scores
 from deployment.rest import SessionModel, to_feeds
 
@@ -153,6 +154,7 @@ def _write(work: Path, report: dict) -> None:
 
 
 def main(staging: Path, work: Path, skip: dict) -> None:
+    memory.keep_large_blocks_apart()  # each scored batch's memory goes back when it is freed (core/memory.py)
     plan = json.loads((work / "check.json").read_text())
     report = {"metric": plan["metric"], "litert": {}}
     agreement = Agreement(plan["precision"], plan["metric"][1] if plan["metric"] else None)

@@ -22,6 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from core import memory
 from core.config import ModelSpec, RunConfig
 from deployment.export import Exported, Serving, TestSet, export_version
 from deployment.litert import REPRESENTATIVE
@@ -73,6 +74,7 @@ class Finished(NamedTuple):
 def run(app, config: RunConfig) -> Finished:
     """Train, evaluate and export one model as `config` says."""
     started = time.time()
+    memory.keep_large_blocks_apart()  # freed batches go back to the system (core/memory.py)
 
     # ---- Devices. First: --cpu-devices must act before TensorFlow starts its devices,
     # and a strategy that cannot be built should fail before any download.
