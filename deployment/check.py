@@ -154,7 +154,7 @@ def _write(work: Path, report: dict) -> None:
 
 
 def main(staging: Path, work: Path, skip: dict) -> None:
-    memory.keep_large_blocks_apart()  # each scored batch's memory goes back when it is freed (core/memory.py)
+    memory.keep_large_blocks_apart()  # large freed blocks go back to the system (core/memory.py)
     plan = json.loads((work / "check.json").read_text())
     report = {"metric": plan["metric"], "litert": {}}
     agreement = Agreement(plan["precision"], plan["metric"][1] if plan["metric"] else None)

@@ -74,7 +74,7 @@ class Finished(NamedTuple):
 def run(app, config: RunConfig) -> Finished:
     """Train, evaluate and export one model as `config` says."""
     started = time.time()
-    memory.keep_large_blocks_apart()  # freed batches go back to the system (core/memory.py)
+    memory.keep_large_blocks_apart()  # large freed blocks go back to the system (core/memory.py)
 
     # ---- Devices. First: --cpu-devices must act before TensorFlow starts its devices,
     # and a strategy that cannot be built should fail before any download.
