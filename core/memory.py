@@ -19,23 +19,20 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 
 M_MMAP_THRESHOLD = -3  # mallopt's parameter (malloc.h)
 THRESHOLD = 1 << 20  # bytes: blocks of at least this size get a mapping of their own
 
-_libc = None
 
-
+@functools.cache
 def _glibc():
     """glibc, or None (another C library, another system)."""
-    global _libc
-    if _libc is None:
-        try:
-            found = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _libc = found if hasattr(found, "mallopt") and hasattr(found, "malloc_trim") else False
-        except OSError:
-            _libc = False
-    return _libc or None
+    try:
+        found = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    return found if hasattr(found, "mallopt") else None
 
 
 def keep_large_blocks_apart() -> bool:

@@ -7,12 +7,12 @@ import time
 import pytest
 
 from benchmarks.memory import TreeMemory, pss_kb
+from conftest import ROOT
 
 # A fresh process: a 20 MB block freed once (glibc then raises its mmap threshold to 20 MB unless it is
 # fixed), then a 20 MB block written, a small one after it, and the big one freed: its RSS before and after.
 FREED = textwrap.dedent("""
     import ctypes, sys
-    sys.path.insert(0, ".")
     from core import memory
     if sys.argv[1] == "fixed":
         assert memory.keep_large_blocks_apart()
@@ -34,7 +34,7 @@ FREED = textwrap.dedent("""
 
 def _freed(mode: str) -> tuple[int, int]:
     out = subprocess.run([sys.executable, "-c", FREED, mode], capture_output=True, text=True, check=True,
-                         cwd=".").stdout
+                         cwd=ROOT).stdout  # `python -c` puts the working folder first on sys.path
     held, after = out.split()
     return int(held), int(after)
 
