@@ -140,6 +140,9 @@ def private_train_step(model, plan: Plan):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if sample_weight is not None:
             raise ValueError("--dp does not take sample weights")
+        # Sparse inputs (the text bag's TF-IDF) made dense: the chunks and the examples below are slices
+        # of the batch, which a tf.SparseTensor does not take; the layers compute the same on either.
+        x = tf.nest.map_structure(lambda t: tf.sparse.to_dense(t) if isinstance(t, tf.SparseTensor) else t, x)
         count = tf.shape(tf.nest.flatten(y)[0])[0]  # this replica's share of a Poisson batch: any size, even 0
         loss_scale = model.optimizer.scale_loss(tf.constant(1.0))
 

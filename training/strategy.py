@@ -232,5 +232,5 @@ def xla_status(model, requested: str) -> str:
     else:
         layers = [f"{layer.name} ({type(layer).__name__})" for layer in model._flatten_layers(include_self=False)
                   if not layer.supports_jit]
-        reason = f"{', '.join(layers)} use lookup tables or string ops, which XLA cannot compile"
+        reason = f"{', '.join(layers)} use lookup tables, string ops or sparse tensors, which XLA cannot compile"
     return f"--xla on: this model trains without XLA: {reason}"
