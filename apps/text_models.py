@@ -227,8 +227,7 @@ def litert(config, splits, label: str = "label") -> LiteRT:
 
 def macro_f1(model, splits, batch_size: int) -> float:
     """Macro-averaged F1 on the test split (the mean of per-class F1: minority classes count fully). The
-    labels are read without vectorising; the texts are vectorised in the run's batches: a bag model's
-    batch is [batch, vocabulary] floats (512 texts took 410 MB on the fortunes)."""
+    labels are read without vectorising; the texts are vectorised in the run's batches, as in training."""
     labels = np.fromiter((int(y) for _, y in splits.test.as_numpy_iterator()), np.int64)
     predicted = model.predict(splits.test.batch(batch_size).map(splits.vectorize), verbose=0).argmax(-1)
     scores = []

@@ -8,7 +8,8 @@ keras/src/backend/tensorflow/trainer.py:
    with `strategy.reduce("MEAN", ...)` eagerly, which a collective (multi-worker)
    strategy cannot do outside a tf.function, and which no strategy can do for
    string features (MirroredStrategy fails in AddN on apps.regression's car
-   names). Building needs only shapes and dtypes, so the first local replica's
+   names) or sparse ones (the text bag's TF-IDF: a SparseTensor has no
+   `device`, which the reduction asks for). Building needs only shapes and dtypes, so the first local replica's
    batch is enough. (The replacement also builds under the default strategy
    and only once per model: see _maybe_symbolic_build.)
 2. `reduce_per_replica` averages the step's logs across workers with
