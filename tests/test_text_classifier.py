@@ -49,6 +49,23 @@ def test_the_languages_train_and_the_export_takes_raw_strings(trained):
     assert split["counts"] == {"train": 294, "validation": 63, "test": 63, "left_out": 0}
 
 
+def test_the_bag_takes_sparse_tf_idf_and_answers_the_same_on_dense(trained):
+    """The memory of a large file rests on this: batches of the n-grams present, not of the whole vocabulary."""
+    import keras
+    import tensorflow as tf
+
+    import apps.text_layers  # noqa: F401  (registers the bag's layers for loading)
+
+    work, _ = trained
+    model = keras.models.load_model(next((work / "runs" / "text_classifier").glob("bag-*/model.keras")))
+    assert [t.sparse for t in model.inputs] == [True, True], model.inputs
+    width = {t.name: int(t.shape[-1]) for t in model.inputs}
+    sparse = {"words": tf.sparse.from_dense(tf.one_hot([[3, 7], [0, 1]], width["words"]).numpy().sum(1)),
+              "chars": tf.sparse.from_dense(tf.one_hot([5, 2], width["chars"]))}
+    dense = {k: tf.sparse.to_dense(v) for k, v in sparse.items()}
+    np.testing.assert_allclose(model(sparse).numpy(), model(dense).numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_the_benchmark_peers_get_the_apps_own_rows_and_scores(trained, languages):
     """benchmarks/texts.py: the peers fit and score on the rows the app trained and tested on, and macro-F1
     counts a label absent from the test rows and never predicted as 0, as the app's does."""
