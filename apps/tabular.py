@@ -25,7 +25,8 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from apps import ensembles, tabular_data, tabular_layers as tl, tabular_parts, tabular_pictures, tabular_statistics
+from apps import (ensembles, tabular_data, tabular_layers as tl, tabular_parts, tabular_pictures, tabular_ridge,
+                  tabular_statistics)
 from core.config import ModelSpec
 from core.errors import UsageError
 from deployment.export import Serving, model_name
@@ -169,28 +170,36 @@ def category_column(c, stats: dict) -> dict:
 
 
 def features(staged: dict, info: dict, h: dict):
-    """The numeric stage -> one float vector per row: standardised numbers and their bins, missing flags,
-    the dates' periodic parts, an embedding per category, a projection of each text's TF-IDF."""
+    """The numeric stage -> (one float vector per row: standardised numbers and their bins, missing flags,
+    the dates' periodic parts, an embedding per category, a projection of each text's TF-IDF; the same row
+    without what training learns, one-hot categories and no text, which the ridge reads (None: nothing))."""
     prepared, stats = info["prepared"], info["statistics"]
-    parts = []
+    parts, fixed = [], []
     if "numbers" in staged:
         edges = [[(e - s["mean"]) / s["scale"] for e in s["edges"]] if h["bins"] else []
                  for s in number_statistics(info)]
         parts.append(tl.NumberFeatures(edges, name="number_features")(staged["numbers"]))
         parts.append(staged["missing"])
+        fixed += parts
     if "cyclic" in staged:
         parts.append(staged["cyclic"])
+        fixed.append(staged["cyclic"])
     if "categories" in staged:
         sizes = [len(category_column(c, stats)["vocabulary"]) + 2 for c in prepared.inputs
                  if c.kind in ("category", "boolean")]
         dimensions = [min(h["embedding"], max(2, round(1.6 * size ** 0.56))) for size in sizes]  # fast.ai's rule
         parts.append(tl.CategoryEmbeddings(sizes, dimensions, name="embeddings")(staged["categories"]))
+        fixed.append(tl.OneHot(sizes, name="one_hot")(staged["categories"]))
     for key in [k for k in staged if k.startswith("text_")]:
         # The projection has the members' L2: a column of near-unique short texts (a car's name) is otherwise
         # learned row by row.
         parts.append(layers.Dense(h["text_units"], kernel_regularizer=ensembles.l2(h), name=f"{key}_projection")(
             staged[key]))
-    return parts[0] if len(parts) == 1 else layers.Concatenate(name="features")(parts)
+    return joined(parts, name="features"), joined(fixed, name="fixed_features", dtype="float32") if fixed else None
+
+
+def joined(parts: list, **kwargs):
+    return parts[0] if len(parts) == 1 else layers.Concatenate(**kwargs)(parts)
 
 
 def ensemble_space(hp):
@@ -214,7 +223,7 @@ def build_ensemble(config, splits, steps_per_epoch):
     h, info = config.hparams, splits.info
     prepared = info["prepared"]
     inputs = {c.served: keras.Input((), dtype=c.dtype, name=c.served) for c in prepared.inputs}
-    encoded = features(stage(inputs, info), info, h)
+    encoded, fixed = features(stage(inputs, info), info, h)
     classes = len(prepared.classes)
 
     def head(i, x):  # probabilities, or the target on its standardised scale
@@ -227,6 +236,8 @@ def build_ensemble(config, splits, steps_per_epoch):
         compiled = dict(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     else:
         target = info["statistics"]["target"]
+        if fixed is not None:  # beside the MLPs, a ridge regression; finish() solves it and the blend
+            members = tabular_ridge.blended(fixed, members)
         model = keras.Model(inputs, tl.Destandardize(target["mean"], target["scale"], name="prediction")(members),
                             name="ensemble")
         compiled = dict(loss="mae", metrics=["mae"])
@@ -237,9 +248,10 @@ def build_ensemble(config, splits, steps_per_epoch):
 
 DEFAULT_MODEL = "ensemble"
 MODELS = {
-    "ensemble": ModelSpec(build_ensemble, epochs=default_epochs, space=ensemble_space,
+    "ensemble": ModelSpec(build_ensemble, epochs=default_epochs, space=ensemble_space, finish=tabular_ridge.finish,
                           help="default: five averaged 128-128 MLPs on standardised and binned numbers, category "
-                               "embeddings, date parts and TF-IDF text"),
+                               "embeddings, date parts and TF-IDF text (regression: blended with a ridge "
+                               "regression, the blend chosen on the validation rows)"),
 }
 
 
@@ -292,8 +304,9 @@ def explain(model, given: str, version):
 
 
 def details(model, splits, config):
-    """The served columns with their types, and one test row as a request."""
-    return tabular_parts.details(splits)
+    """The served columns with their types, one test row as a request, and the ridge's share of a
+    regression's prediction."""
+    return {**tabular_parts.details(splits), **tabular_ridge.details(model)}
 
 
 if __name__ == "__main__":

@@ -250,3 +250,42 @@ class Destandardize(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mean": self.target_mean, "scale": self.target_scale}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class OneHot(keras.layers.Layer):
+    """Ids [B, C] -> each column's one-hot vector, side by side [B, sum of sizes]: the categories as the
+    ridge regression reads them (apps/tabular_ridge.py), fixed where the embeddings are learned."""
+
+    def __init__(self, sizes, **kwargs):
+        super().__init__(dtype="float32", **{k: v for k, v in kwargs.items() if k != "dtype"})
+        self.sizes = [int(s) for s in sizes]
+
+    def call(self, ids):
+        return tf.concat([tf.one_hot(ids[:, i], size, dtype=tf.float32) for i, size in enumerate(self.sizes)], -1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], sum(self.sizes))
+
+    def get_config(self):
+        return {**super().get_config(), "sizes": self.sizes}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Blend(keras.layers.Layer):
+    """[ensemble, ridge] -> (1 - weight) x ensemble + weight x ridge. The weight is not trained: it is 0
+    while the ensemble trains and is chosen on the validation rows after it (apps/tabular_ridge.py)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(dtype="float32", **{k: v for k, v in kwargs.items() if k != "dtype"})
+
+    def build(self, input_shape):
+        self.weight = self.add_weight(shape=(), initializer="zeros", trainable=False, name="weight")
+        self.built = True
+
+    def call(self, inputs):
+        ensemble, ridge = (tf.cast(x, tf.float32) for x in inputs)
+        return (1.0 - self.weight) * ensemble + self.weight * ridge
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]

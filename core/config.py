@@ -37,6 +37,9 @@ class ModelSpec(NamedTuple):
     a fallback of its own.
     dp_l2_clip: the per-example gradient clip --dp trains the model with
     (--dp-l2-clip overrides it).
+    finish(model, splits, config): what the trained weights decide, after the
+    last epoch and before the end-of-training pictures, evaluation and export
+    (apps/tabular_ridge.py: the ridge and the blend); returns the lines to print.
     """
 
     build: Callable
@@ -47,6 +50,7 @@ class ModelSpec(NamedTuple):
     augment: bool = False
     space: Callable | None = None
     dp_l2_clip: float = 1.0  # --dp's per-example clip for this model (training/privacy.py)
+    finish: Callable | None = None
 
 
 def model_defaults(spec: ModelSpec) -> dict:

@@ -59,7 +59,25 @@ def float32_copy(model):
     finally:
         keras.mixed_precision.set_global_policy(policy)
     copy.set_weights(model.get_weights())
+    _copy_lookup_state(model, copy)
     return copy
+
+
+def _copy_lookup_state(model, copy) -> None:
+    """What set_weights leaves out: an adapted lookup's vocabulary and TF-IDF weights (TextVectorization,
+    StringLookup), which Keras keeps in its own variables and assets, not in the weights. Without them a
+    table's free-text column in the copy has no vocabulary and fails ("no attribute idf_weights_const")."""
+    import tempfile
+
+    for source, target in zip(model._flatten_layers(), copy._flatten_layers()):
+        if not hasattr(source, "save_assets"):
+            continue  # no state outside the weights
+        store = {}
+        source.save_own_variables(store)
+        target.load_own_variables(store)
+        with tempfile.TemporaryDirectory() as folder:
+            source.save_assets(folder)
+            target.load_assets(folder)
 
 
 def close(got, want, dtype: str) -> np.ndarray:

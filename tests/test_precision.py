@@ -62,6 +62,24 @@ def test_regression_standardisation_stays_float32_under_float16(data_dir):
     assert {layer.compute_dtype for layer in nested.get_layer("members").layers} == {"float32"}
 
 
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_float32_copy_keeps_an_adapted_vectorizers_vocabulary_and_idf_weights(policy):
+    """A table's free-text column is TF-IDF from an adapted TextVectorization, whose vocabulary and IDF
+    weights are not among the weights set_weights copies (its export failed: no attribute idf_weights_const)."""
+    import tensorflow as tf
+
+    keras.mixed_precision.set_global_policy(policy)
+    vectorizer = keras.layers.TextVectorization(max_tokens=20, output_mode="tf_idf", name="words")
+    vectorizer.adapt(tf.constant(["red car", "blue car", "red red bus"]))
+    text = keras.Input((), dtype="string")
+    model = keras.Model(text, keras.layers.Dense(2)(vectorizer(text)))
+    copy = precision.float32_copy(model)
+    batch = tf.constant(["red bus", "green car"])
+    assert copy.get_layer("words").get_vocabulary() == vectorizer.get_vocabulary()
+    assert np.allclose(np.asarray(copy(batch)), np.asarray(model(batch), np.float32), atol=2e-2)
+    assert np.abs(np.asarray(copy(batch))).max() > 0
+
+
 def test_agreement_allows_the_formats_rounding_and_tied_classes_but_nothing_more():
     from deployment.check import Agreement
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -290,6 +291,24 @@ def test_the_messy_cars_train_and_say_what_they_did(cars):
     assert evaluation["litert"]["float32"]["kept"]  # the phone recipe + .tflite agree with the SavedModel
 
 
+def test_the_cars_prediction_blends_the_ensemble_with_a_ridge_chosen_on_validation(cars):
+    import keras
+
+    folder, out = cars
+    run_dir = next((folder / "runs" / "tabular").glob("ensemble-*"))
+    line = next(line for line in out.splitlines() if line.startswith("ridge blend: "))
+    found = re.search(r"on 278 training rows\) weighs ([\d.]+) .* over 60 rows: ensemble ([\d.]+), ridge ([\d.]+), "
+                      r"blend ([\d.]+)", line)
+    assert found, line
+    weight, ensemble, ridge, blend = (float(v) for v in found.groups())
+    assert blend <= min(ensemble, ridge)  # the weights tried include 0 (the ensemble) and 1 (the ridge)
+    finished = json.loads((run_dir / "FINISHED.json").read_text())
+    assert finished["details"]["ridge_blend_weight"] == weight
+    model = keras.models.load_model(run_dir / "model.keras")
+    assert float(model.get_layer("blend").weight.numpy()) == pytest.approx(weight)
+    assert np.any(model.get_layer("ridge").kernel.numpy() != 0)  # solved, not its zero start
+
+
 def test_the_served_cars_take_rows_and_columns_with_missing_and_unseen_values(cars):
     from deployment.rest import BadRequest, SessionModel
 
@@ -364,6 +383,30 @@ def test_a_killed_run_resumes_and_ends_bit_identical(tmp_path):
     theirs = json.loads((next((tmp_path / "reference" / "tabular").glob("ensemble-*")) / "FINISHED.json").read_text())
     assert ours["weights_sha256"] == theirs["weights_sha256"]
     assert [line for line in reference.stdout.splitlines() if line.startswith("Test set:")][0] in final.stdout
+
+
+@pytest.mark.long
+def test_a_regression_killed_after_its_last_epoch_resumes_to_the_same_blend(tmp_path):
+    args = ["apps.tabular", "--data", str(real.cars_csv(tmp_path)), "--target", "Miles_per_Gallon", "--batch-size",
+            "32", *ONLY_TRAINING, "--epochs", "2", "--deterministic", "--smoke", "--logdir", str(tmp_path / "runs"),
+            "--export-dir", str(tmp_path / "export")]  # 278 training rows: 9 steps an epoch
+    run_dirs = lambda: list((tmp_path / "runs" / "tabular").glob("ensemble-*"))  # noqa: E731
+
+    # the last epoch's backup is written before the ridge is solved: the resumed run trains nothing and solves it
+    kill_when(args, run_dirs, lambda d: 18 in backup_steps(d / "backup"), "the end of the last epoch")
+    final = cli(*args)
+    assert "resuming at the end of epoch 2" in final.stdout and "ridge blend: a ridge regression" in final.stdout
+    reference = cli(*[a if a != str(tmp_path / "runs") else str(tmp_path / "reference") for a in args])
+    ours = json.loads((run_dirs()[0] / "FINISHED.json").read_text())
+    theirs = json.loads((next((tmp_path / "reference" / "tabular").glob("ensemble-*")) / "FINISHED.json").read_text())
+    assert ours["weights_sha256"] == theirs["weights_sha256"]
+    assert ours["details"]["ridge_blend_weight"] == theirs["details"]["ridge_blend_weight"]
+    assert [line for line in reference.stdout.splitlines() if line.startswith("Test set:")][0] in final.stdout
+    private = in_process("tabular", *args[1:-4], "--dp", "--logdir", str(tmp_path / "dp"), "--export-dir",
+                         str(tmp_path / "export"))
+    assert "ridge blend: left out under --dp" in private
+    finished = json.loads((next((tmp_path / "dp" / "tabular").glob("ensemble-*")) / "FINISHED.json").read_text())
+    assert finished["details"]["ridge_blend_weight"] == 0.0
 
 
 @pytest.mark.long

@@ -108,7 +108,14 @@ def private_train_step(model, plan: Plan):
         return [tf.convert_to_tensor(g) for g in grads], loss, tf.nest.map_structure(lambda t: t[0], prediction)
 
     vectorized = tf.function(lambda x, y: tf.vectorized_map(one_example, (x, y)))
-    how = {"vectorized": True}
+    # Splitting texts into words inside the model (a table's free-text column) traces under vectorized_map but
+    # fails when run ("Incompatible shapes during merge": each example has its own number of words): a loop.
+    splits_text = any(isinstance(layer, keras.layers.TextVectorization) and layer.get_config().get("split")
+                      for layer in model._flatten_layers())
+    how = {"vectorized": not splits_text}
+    if splits_text:
+        print("--dp: per-example gradients in a loop over the examples (slower): the model splits texts into words, "
+              "which TensorFlow cannot vectorise", flush=True)
 
     def per_example_gradients(x, y):
         """vectorized_map where TensorFlow can vectorise the model's gradient, else a loop over the

@@ -78,12 +78,14 @@ class RunCallbacks(keras.callbacks.CallbackList):
 
 
 def train(model, batches, validation, *, epochs: int, start: Position, callbacks: RunCallbacks,
-          next_epoch=lambda epoch: None) -> None:
+          next_epoch=lambda epoch: None, finish=lambda: None) -> None:
     """Train from `start` to the end of epoch `epochs`, one fit() per epoch.
 
     validation: batches evaluated after every epoch (None: no validation).
     next_epoch(epoch): called before each epoch after the first this process
     trains (the first is set up before, with the backup it resumes from).
+    finish(): called after the last epoch (also when a resumed run had none
+    left to train), before the callbacks' end of training.
     A stop requested by a signal (training/preemption.py) leaves as an
     exception once its backup is written; the TensorBoard logs are flushed first.
     """
@@ -99,4 +101,5 @@ def train(model, batches, validation, *, epochs: int, start: Position, callbacks
     except KeyboardInterrupt:  # Stopped is one: the backup is written, close the logs it wrote to
         callbacks.close_logs()
         raise
+    finish()
     callbacks.end()

@@ -147,8 +147,12 @@ def run(app, config: RunConfig) -> Finished:
 
     training_started = time.time()
     # A final fit on train + validation has no held-out validation left to report.
+    def finish():  # what the trained weights decide (ModelSpec.finish): before the pictures, evaluation, export
+        if data.spec.finish is not None:
+            say(*data.spec.finish(model, data.splits, config))
+
     resume.train(model, data.train, None if config.include_validation else data.validation, epochs=transfer.epochs,
-                 start=start, callbacks=callbacks, next_epoch=next_epoch)
+                 start=start, callbacks=callbacks, next_epoch=next_epoch, finish=finish)
     training_seconds = time.time() - training_started
 
     # ---- Evaluate on the held-out test set.
