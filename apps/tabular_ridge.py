@@ -1,8 +1,8 @@
 """A regression's ridge regression beside the ensemble, and their blend, chosen on the validation rows.
 
 On a small or noisy table a linear model is hard to beat: on scikit-learn's
-diabetes (309 training rows) the averaged MLPs alone score worse than a plain
-ridge regression, and on the messy cars a blend beats both. So apps.tabular's
+diabetes (310 training rows) the averaged MLPs alone scored worse than a plain
+ridge regression, and on the messy cars a blend beat both (docs/results.md). So apps.tabular's
 regression model carries, beside its MLPs, a ridge regression on the row's
 fixed encoding (standardised numbers and their quantile bins, missing flags,
 date parts, one-hot categories; free text is left to the MLPs, whose learned
