@@ -470,3 +470,24 @@ def test_a_chief_that_cannot_listen_where_it_is_told_says_so_and_starts_no_worke
                                                f"KERASTUNER_ORACLE_PORT={port}: {words}"), err
     assert processes_under(tmp_path) == []  # no worker waits for an oracle that never started
     assert not (tmp_path / "runs" / "tuning").exists()  # and no search folder was begun
+
+
+def test_a_state_file_cut_off_while_written_keeps_its_previous_state(tmp_path, monkeypatch):
+    """Keras Tuner's own save_json empties oracle.json before writing it: a kill in between left a search that
+    could not resume (tuning/state_files.py writes beside the file and renames over it)."""
+    from keras_tuner.src import utils
+
+    from tuning import state_files
+
+    assert utils.save_json is state_files.save_json  # installed by importing the tuning package
+    path = tmp_path / "oracle.json"
+    utils.save_json(str(path), {"trials": ["0"]})
+    assert json.loads(path.read_text()) == {"trials": ["0"]}
+
+    def killed(self, text):  # the process dies in the middle of the write
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tf.io.gfile.GFile, "write", killed)
+    with pytest.raises(KeyboardInterrupt):
+        utils.save_json(str(path), {"trials": ["0", "1"]})
+    assert json.loads(path.read_text()) == {"trials": ["0"]}
