@@ -44,7 +44,7 @@ def blended(fixed, ensemble):
 
 def finish(model, splits, config) -> list[str]:
     """After training: solve the ridge, choose the blend; the lines the run prints about it."""
-    if "blend" not in {layer.name for layer in model.layers}:
+    if not blends(model):
         return []  # classification: no ridge
     if config.dp:
         return ["ridge blend: left out under --dp (its closed form reads the training rows without noise); the "
@@ -83,6 +83,11 @@ def finish(model, splits, config) -> list[str]:
             f"training rows) weighs {WEIGHTS[chosen]:.2f} against the ensemble's {1 - WEIGHTS[chosen]:.2f}; "
             f"validation MAE over {len(true):,} rows: ensemble {errors[0]:.4g}, ridge {errors[-1]:.4g}, "
             f"blend {errors[chosen]:.4g}"]
+
+
+def blends(model) -> bool:
+    """Whether the model has the ridge and its blend (a regression's ensemble)."""
+    return any(layer.name == "blend" for layer in model.layers)
 
 
 def batches(split, splits):
@@ -127,6 +132,6 @@ class Sums:
 
 def details(model) -> dict:
     """The ridge's share of the served prediction (TensorBoard's test scalars and HParams show it)."""
-    if "blend" not in {layer.name for layer in model.layers}:
+    if not blends(model):
         return {}
     return {"ridge_blend_weight": round(float(model.get_layer("blend").weight.numpy()), 4)}
